@@ -1,0 +1,43 @@
+"""Shared fixtures. TF-dependent tests carry ``@pytest.mark.tf`` and are skipped when
+TensorFlow/tf-slim are not installed (CI installs the [tf] extra, so there they run)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+HAVE_TF = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tf_slim"))
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAVE_TF:
+        return
+    skip = pytest.mark.skip(reason="needs TensorFlow and tf-slim: pip install '.[tf]'")
+    for item in items:
+        if "tf" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tf_checkpoints(tmp_path_factory):
+    """Factory: TF-made checkpoint prefix for (variant, width, seed), made once per session."""
+    made = {}
+
+    def get(variant: str, width: int, seed: int = 0):
+        key = (variant, width, seed)
+        if key not in made:
+            from srn_port.config import SRNConfig
+            from srn_port.tf_reference import make_checkpoint
+
+            out = tmp_path_factory.mktemp(f"ckpt_{variant}_{width}_{seed}")
+            made[key] = make_checkpoint(out, SRNConfig(variant, width), seed=seed)
+        return made[key]
+
+    return get
