@@ -1,0 +1,307 @@
+"""The SRN-Deblur generator (``g_net``) in PyTorch.
+
+Module attributes mirror the TF variable scopes (``enc2_1``, ``enc1_2.conv1``,
+``convLSTM.LSTM_conv``, ``dec2_4``...), so a checkpoint variable ``g_net/enc1_2/conv1/weights``
+is the parameter ``enc1_2.conv1.weight``: the name map is a string rewrite.
+
+One pyramid level is a small graph of named nodes (:func:`level_graph`), evaluated in
+graph order. Every node's name is the TF scope (or tensor) name it reproduces, which gives
+two things for free: capturing any activation by name without changing the arithmetic,
+and running one node on given inputs (the parity tools feed TF's activations to measure a
+layer's own error without upstream accumulation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import N_LEVELS, SIZE_MULTIPLE, SRNConfig, level_size
+from .errors import SrnPortError
+from .ops import ConvTranspose2dSame, create_conv2d_same, tf_resize_bilinear
+from .ops.conv import Conv2dSame
+
+#: BasicConvLSTMCell adds this to the forget gate inside the graph; it is not a weight.
+FORGET_BIAS = 1.0
+#: Order in which TF's cell splits the 4*F gate channels: input, new input, forget, output.
+LSTM_GATE_ORDER = ("i", "j", "f", "o")
+#: The cell's state is one tensor, concat([c, h]) on the channel axis, not a tuple.
+LSTM_STATE_ORDER = ("c", "h")
+
+KSIZE = 5  # every conv in g_net is 5x5 except the 4x4 transposed convs and the 3x3 LSTM conv
+LSTM_KSIZE = 3
+DECONV_KSIZE = 4
+
+#: Values for ``SRN.emulate``: the naive choices of a hand port, kept only to show their effect.
+EMULATIONS = ("torch-padding", "torch-resize")
+
+
+class InputShapeError(SrnPortError, ValueError):
+    """The input tensor does not have a shape the network accepts."""
+
+
+class ResnetBlock(nn.Module):
+    """``ResnetBlock`` of the original util.py: conv1 (ReLU), conv2 (linear), plus the input.
+    No activation after the addition."""
+
+    def __init__(self, dim: int, ksize: int = KSIZE):
+        super().__init__()
+        self.conv1 = create_conv2d_same(dim, dim, ksize)
+        self.conv2 = create_conv2d_same(dim, dim, ksize)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(F.relu(self.conv1(x))) + x
+
+
+class ConvLSTMCell(nn.Module):
+    """``BasicConvLSTMCell`` (state packed as [c, h], gates i, j, f, o, forget bias 1.0).
+
+    One 3x3 conv ``LSTM_conv`` over concat([x, h]) gives all four gates; the call returns
+    the new packed state. The cell's output h is the second half of that state.
+    """
+
+    def __init__(self, in_channels: int, features: int, ksize: int = LSTM_KSIZE):
+        super().__init__()
+        self.features = features
+        self.LSTM_conv = create_conv2d_same(in_channels + features, 4 * features, ksize)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        c, h = torch.split(state, self.features, dim=1)
+        i, j, f, o = torch.split(self.LSTM_conv(torch.cat([x, h], dim=1)), self.features, dim=1)
+        new_c = c * torch.sigmoid(f + FORGET_BIAS) + torch.sigmoid(i) * torch.tanh(j)
+        new_h = torch.tanh(new_c) * torch.sigmoid(o)
+        return torch.cat([new_c, new_h], dim=1)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One named tensor of a pyramid level: ``op`` applied to the tensors ``inputs``."""
+
+    name: str
+    op: str  # resize | resize_state | concat | conv | conv_linear | resblock | deconv | add | lstm | lstm_h
+    inputs: Tuple[str, ...]
+
+
+#: Tensors a level receives from outside its graph.
+LEVEL_FEEDS = ("input", "prev_output", "prev_state")
+
+_ENCODER = [("enc1_1", "conv", "inp")] + [
+    (f"enc{s}_{k}", op, None)
+    for s in (1, 2, 3)
+    for k, op in ((1, "conv"), (2, "resblock"), (3, "resblock"), (4, "resblock"))
+    if (s, k) != (1, 1)
+]
+
+
+def level_graph(config: SRNConfig) -> Tuple[Node, ...]:
+    """The nodes of one pyramid level in the order the original graph computes them.
+
+    Names follow the original code: resize outputs ``inp_blur``/``inp_pred``/``rnn_state``,
+    the concat ``inp``, layer outputs by slim scope, the skip sums ``cat2``/``cat1``, the
+    ConvLSTM's new packed state ``convLSTM_state`` and its output h ``convLSTM``.
+    """
+    nodes = [
+        Node("inp_blur", "resize", ("input",)),
+        Node("inp_pred", "resize", ("prev_output",)),
+        Node("inp", "concat", ("inp_blur", "inp_pred")),
+    ]
+    if config.use_lstm:
+        nodes.append(Node("rnn_state", "resize_state", ("prev_state",)))
+    prev = "inp"
+    for name, op, _ in _ENCODER:
+        nodes.append(Node(name, op, (prev,)))
+        prev = name
+    if config.use_lstm:
+        nodes.append(Node("convLSTM_state", "lstm", (prev, "rnn_state")))
+        nodes.append(Node("convLSTM", "lstm_h", ("convLSTM_state",)))
+        prev = "convLSTM"
+    for name in ("dec3_3", "dec3_2", "dec3_1"):
+        nodes.append(Node(name, "resblock", (prev,)))
+        prev = name
+    for stage, skip, cat in ((2, "enc2_4", "cat2"), (1, "enc1_4", "cat1")):
+        nodes.append(Node(f"dec{stage}_4", "deconv", (prev,)))
+        nodes.append(Node(cat, "add", (f"dec{stage}_4", skip)))
+        prev = cat
+        for k in (3, 2, 1):
+            nodes.append(Node(f"dec{stage}_{k}", "resblock", (prev,)))
+            prev = f"dec{stage}_{k}"
+    nodes.append(Node("dec1_0", "conv_linear", (prev,)))
+    return tuple(nodes)
+
+
+#: The level output (and next level's ``prev_output``), and the state carried to the next level.
+OUTPUT_NODE = "dec1_0"
+STATE_NODE = "convLSTM_state"
+
+Capture = Callable[[int, str, torch.Tensor], None]
+
+
+class SRN(nn.Module):
+    """SRN-Deblur generator for one of the released variants (see :class:`SRNConfig`).
+
+    ``forward(x)`` takes NCHW float32 in [0, 1] with H, W multiples of 16 and returns the
+    three level outputs, coarse to fine (1/4, 1/2, full size), unclipped, as the original.
+    """
+
+    def __init__(self, config: SRNConfig = SRNConfig(), emulate: Sequence[str] = ()):
+        super().__init__()
+        self.config = config
+        w, c = config.width, config.channels
+        self.enc1_1 = create_conv2d_same(2 * c, w, KSIZE)
+        for stage, dim in ((1, w), (2, 2 * w), (3, 4 * w)):
+            if stage > 1:
+                setattr(self, f"enc{stage}_1", create_conv2d_same(dim // 2, dim, KSIZE, stride=2))
+            for k in (2, 3, 4):
+                setattr(self, f"enc{stage}_{k}", ResnetBlock(dim))
+        if config.use_lstm:
+            self.convLSTM = ConvLSTMCell(4 * w, config.lstm_features)
+        for name in ("dec3_3", "dec3_2", "dec3_1"):
+            setattr(self, name, ResnetBlock(4 * w))
+        self.dec2_4 = ConvTranspose2dSame(4 * w, 2 * w, DECONV_KSIZE, stride=2)
+        for k in (3, 2, 1):
+            setattr(self, f"dec2_{k}", ResnetBlock(2 * w))
+        self.dec1_4 = ConvTranspose2dSame(2 * w, w, DECONV_KSIZE, stride=2)
+        for k in (3, 2, 1):
+            setattr(self, f"dec1_{k}", ResnetBlock(w))
+        self.dec1_0 = create_conv2d_same(w, c, KSIZE)
+
+        self.graph = level_graph(config)
+        self._free_after = _liveness(self.graph)
+        self.emulate: Tuple[str, ...] = ()
+        self.set_emulation(emulate)
+
+    # -- emulation of naive ports (diagnostics only) ---------------------------------
+    def set_emulation(self, emulate: Sequence[str]) -> None:
+        """Switch on naive PyTorch choices (``torch-padding``, ``torch-resize``) or, with an
+        empty sequence, back to TF-exact behaviour."""
+        unknown = [e for e in emulate if e not in EMULATIONS]
+        if unknown:
+            raise ValueError(f"unknown emulation {unknown}; expected some of {list(EMULATIONS)}")
+        self.emulate = tuple(emulate)
+        for m in self.modules():
+            if isinstance(m, Conv2dSame):
+                m.naive_padding = "torch-padding" in self.emulate
+
+    def _resize(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        if "torch-resize" in self.emulate:
+            return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return tf_resize_bilinear(x, size)
+
+    # -- graph evaluation --------------------------------------------------------------
+    def node_names(self) -> Tuple[str, ...]:
+        """Names of the nodes of one level, in graph order."""
+        return tuple(n.name for n in self.graph)
+
+    def apply_node(self, node: Node, args: Sequence[torch.Tensor],
+                   size: Tuple[int, int]) -> torch.Tensor:
+        """Compute one node from its input tensors; ``size`` is the level's (H, W)."""
+        op = node.op
+        if op == "resize":
+            return self._resize(args[0], size)
+        if op == "resize_state":
+            return self._resize(args[0], (size[0] // 4, size[1] // 4))
+        if op == "concat":
+            return torch.cat(args, dim=1)
+        if op == "add":
+            return args[0] + args[1]
+        if op == "lstm":
+            return self.convLSTM(args[0], args[1])
+        if op == "lstm_h":
+            return args[0][:, self.config.lstm_features:]
+        module = getattr(self, node.name)
+        if op in ("conv", "deconv"):
+            return F.relu(module(args[0]))
+        if op in ("conv_linear", "resblock"):
+            return module(args[0])
+        raise AssertionError(f"unknown op {op!r}")
+
+    def run_level(self, level: int, feeds: Mapping[str, torch.Tensor],
+                  capture: Optional[Capture] = None) -> Dict[str, torch.Tensor]:
+        """Evaluate one pyramid level from its feeds; returns the output and the state.
+
+        Tensors are dropped as soon as no later node needs them, so peak memory is that of
+        the live activations only. ``capture(level, name, tensor)`` sees every node.
+        """
+        size = level_size(feeds["input"].shape[-2], feeds["input"].shape[-1], level)
+        env: Dict[str, torch.Tensor] = dict(feeds)
+        for node, free in zip(self.graph, self._free_after):
+            out = self.apply_node(node, [env[i] for i in node.inputs], size)
+            env[node.name] = out
+            if capture is not None:
+                capture(level, node.name, out)
+            for name in free:
+                env.pop(name, None)
+        return {k: env[k] for k in (OUTPUT_NODE, STATE_NODE) if k in env}
+
+    def initial_state(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """The ConvLSTM's zero state, at the size level 0 resizes it to (zeros stay zeros)."""
+        if not self.config.use_lstm:
+            return None
+        h, w = level_size(x.shape[-2], x.shape[-1], 0)
+        return x.new_zeros(x.shape[0], 2 * self.config.lstm_features, h // 4, w // 4)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        c = self.config.channels
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != c:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise InputShapeError(
+                f"SRN ({self.config.variant}) expects an NCHW tensor with {c} channel(s), "
+                f"got shape {shape}.")
+        h, w = x.shape[-2:]
+        if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE or h == 0 or w == 0:
+            raise InputShapeError(
+                f"SRN needs height and width that are positive multiples of {SIZE_MULTIPLE} "
+                f"(three pyramid levels, two stride-2 stages each); got {h}x{w}. Pad the image "
+                f"first, e.g. to {-(-h // 16) * 16}x{-(-w // 16) * 16}; `srn-port deblur` does "
+                f"this for you.")
+
+    def forward(self, x: torch.Tensor, capture: Optional[Capture] = None) -> List[torch.Tensor]:
+        self.check_input(x)
+        outputs: List[torch.Tensor] = []
+        feeds = {"input": x, "prev_output": x, "prev_state": self.initial_state(x)}
+        for level in range(N_LEVELS):
+            if feeds["prev_state"] is None:
+                del feeds["prev_state"]
+            result = self.run_level(level, feeds, capture)
+            outputs.append(result[OUTPUT_NODE])
+            feeds = {"input": x, "prev_output": result[OUTPUT_NODE],
+                     "prev_state": result.get(STATE_NODE)}
+        return outputs
+
+
+def _liveness(graph: Sequence[Node]) -> List[Tuple[str, ...]]:
+    """For each node, the tensors whose last use it is (feeds included)."""
+    last_use: Dict[str, int] = {}
+    for idx, node in enumerate(graph):
+        for name in node.inputs:
+            last_use[name] = idx
+    keep = {OUTPUT_NODE, STATE_NODE}
+    free: List[List[str]] = [[] for _ in graph]
+    for name, idx in last_use.items():
+        if name not in keep:
+            free[idx].append(name)
+    # A node nobody reads (e.g. a captured-only tensor) is dropped right after it is made.
+    for idx, node in enumerate(graph):
+        if node.name not in last_use and node.name not in keep:
+            free[idx].append(node.name)
+    return [tuple(f) for f in free]
+
+
+def capture_activations(model: SRN, x: torch.Tensor,
+                        names: Optional[Sequence[str]] = None) -> Dict[Tuple[int, str], torch.Tensor]:
+    """Run ``model`` on ``x`` and return {(level, node name): activation} (all nodes, or
+    ``names``), plus the outputs under ``(level, "dec1_0")``. The arithmetic is the same
+    as a plain forward."""
+    wanted = None if names is None else set(names)
+    acts: Dict[Tuple[int, str], torch.Tensor] = {}
+
+    def keep(level: int, name: str, t: torch.Tensor) -> None:
+        if wanted is None or name in wanted:
+            acts[(level, name)] = t
+
+    model(x, capture=keep)
+    return acts
