@@ -1,0 +1,154 @@
+"""TF checkpoint -> SRN state_dict: detect the variant, map strictly, verify, save.
+
+The pipeline: read checkpoint (:mod:`srn_port.checkpoint`, no TensorFlow) -> classify
+every variable (:mod:`srn_port.naming`) -> check against the model's own parameter list
+-> permute kernels -> write (:mod:`srn_port.weights`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from . import __version__
+from .checkpoint import CheckpointReader
+from .config import VARIANTS, SRNConfig
+from .errors import ConversionError
+from .naming import classify, detect_config, tf_to_torch_tensor
+from .weights import save_weights
+
+_STEP_VARS = ("Variable", "global_step")
+_LISTING_LIMIT = 40
+
+
+@dataclass
+class Conversion:
+    config: SRNConfig
+    state_dict: Dict[str, torch.Tensor]
+    source: str
+    step: Optional[int]
+    mapped: Dict[str, str]
+    dropped: Dict[str, str]
+    ema: bool = False
+    notes: List[str] = field(default_factory=list)
+
+    def metadata(self) -> dict:
+        return {"variant": self.config.variant, "width": self.config.width,
+                "source": self.source, "step": self.step, "ema": self.ema,
+                "srn_port_version": __version__, "variables_mapped": len(self.mapped),
+                "variables_dropped": len(self.dropped)}
+
+
+def expected_shapes(config: SRNConfig) -> Dict[str, Tuple[int, ...]]:
+    """Parameter name -> shape of the PyTorch model for ``config`` (built on the meta device,
+    so nothing is allocated)."""
+    from .model import SRN
+
+    with torch.device("meta"):
+        model = SRN(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _listing(items: List[str]) -> str:
+    shown = items[:_LISTING_LIMIT]
+    more = f"\n  ... and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
+    return "\n".join(f"  {s}" for s in shown) + more
+
+
+def _step(reader: CheckpointReader, names) -> Optional[int]:
+    for name in _STEP_VARS:
+        if name in names:
+            value = reader.get_tensor(name)
+            if value.shape == () and np.issubdtype(value.dtype, np.integer):
+                return int(value)
+    m = re.search(r"-(\d+)$", reader.prefix.name)
+    return int(m.group(1)) if m else None
+
+
+def convert_checkpoint(path, step: Optional[int] = None, variant: Optional[str] = None,
+                       ema: bool = False) -> Conversion:
+    """Read a TF checkpoint and return the SRN weights, or raise ConversionError listing
+    every problem (unknown variables, missing weights, wrong shapes, variant mismatch)."""
+    with CheckpointReader(path, step=step) as reader:
+        names = reader.keys()
+        infos = {n: reader.info(n) for n in names}
+        shapes = {n: tuple(i.shape) for n, i in infos.items()}
+        where = f"checkpoint '{reader.prefix}'"
+        detected = detect_config(shapes)
+        if variant is not None and variant != detected.variant:
+            if variant not in VARIANTS:
+                raise ConversionError(f"Unknown variant '{variant}'; expected one of "
+                                      f"{', '.join(VARIANTS)}.")
+            raise ConversionError(
+                f"--variant {variant} was requested, but {where} is an SRN '{detected.variant}' "
+                f"model (enc1_1/weights has {shapes['g_net/enc1_1/weights'][2]} input channels"
+                f"{', and it has a ConvLSTM' if detected.use_lstm else ', and no ConvLSTM'}). "
+                f"Drop --variant to use the detected one, or point to a {variant} checkpoint.")
+        config = detected
+        classes = classify(names, ema=ema)
+        expected = expected_shapes(config)
+        problems: List[str] = []
+        if classes.unknown:
+            problems.append("variables that are neither SRN weights nor dropped by a rule "
+                            "(optimizer slot, beta power, global step, EMA shadow):\n"
+                            + _listing([f"{n} {list(shapes[n])}" for n in classes.unknown]))
+        unexpected = [f"{tf} -> {pt}" for tf, pt in classes.mapped.items() if pt not in expected]
+        if unexpected:
+            problems.append("weights under g_net/ that SRN does not have:\n" + _listing(unexpected))
+        have = {pt: tf for tf, pt in classes.mapped.items()}
+        missing = [k for k in expected if k not in have]
+        if missing:
+            from .naming import torch_to_tf_name
+            problems.append(f"SRN {config.variant} (width {config.width}) weights missing from "
+                            f"the checkpoint:\n"
+                            + _listing([f"{torch_to_tf_name(k)} (for {k})" for k in missing]))
+        wrong = []
+        for pt, tf_name in have.items():
+            if pt in expected:
+                want = expected[pt]
+                tf_shape = shapes[tf_name]
+                got = tuple(tf_shape[i] for i in (3, 2, 0, 1)) if len(tf_shape) == 4 else tf_shape
+                if got != want:
+                    want_tf = tuple(want[i] for i in (2, 3, 1, 0)) if len(want) == 4 else want
+                    wrong.append(f"{tf_name}: shape {list(tf_shape)}, expected {list(want_tf)}")
+        if wrong:
+            problems.append("weights with the wrong shape:\n" + _listing(wrong))
+        bad_dtype = [f"{n}: {infos[n].tf_dtype}" for n in classes.mapped
+                     if infos[n].tf_dtype not in ("DT_FLOAT", "DT_HALF", "DT_BFLOAT16", "DT_DOUBLE")]
+        if bad_dtype:
+            problems.append("weights that are not floating point:\n" + _listing(bad_dtype))
+        if problems:
+            raise ConversionError(
+                f"Cannot convert {where} to SRN {config.variant} (width {config.width}), "
+                f"detected from its variables. Found " + ";\n".join(problems)
+                + "\nNothing was written. If this is an SRN checkpoint with extra variables, "
+                  "report the names above; if it is another network, srn-port cannot convert it.")
+        state_dict = {}
+        for tf_name, pt in classes.mapped.items():
+            arr = tf_to_torch_tensor(reader.get_tensor(tf_name)).astype(np.float32, copy=False)
+            state_dict[pt] = torch.from_numpy(np.ascontiguousarray(arr))
+        state_dict = {k: state_dict[k] for k in expected}  # model order
+        conv = Conversion(config=config, state_dict=state_dict, source=str(reader.prefix),
+                          step=_step(reader, names), mapped=dict(classes.mapped),
+                          dropped=dict(classes.dropped), ema=ema)
+        non_f32 = sorted({infos[n].tf_dtype for n in classes.mapped} - {"DT_FLOAT"})
+        if non_f32:
+            conv.notes.append(f"weights stored as {', '.join(non_f32)} were converted to float32")
+        return conv
+
+
+def convert(path, out, step: Optional[int] = None, variant: Optional[str] = None,
+            ema: bool = False, force: bool = False) -> Conversion:
+    """Convert the checkpoint at ``path`` and write it to ``out`` (.pt or .safetensors)."""
+    out = Path(out)
+    if out.exists() and not force:
+        from .errors import SrnPortError
+        raise SrnPortError(f"Output '{out}' already exists; pass --force to overwrite it.")
+    conv = convert_checkpoint(path, step=step, variant=variant, ema=ema)
+    save_weights(conv.state_dict, conv.metadata(), out, force=force)
+    return conv
