@@ -135,12 +135,24 @@ def config_from_metadata(meta: Mapping[str, Any], path) -> SRNConfig:
                              f"convert the checkpoint again.") from None
 
 
-def load_model(path, device="cpu"):
-    """The SRN model of a converted file, in eval mode on ``device``."""
+def load_model(path, device="cpu", step=None):
+    """The SRN model of a converted file (.pt/.safetensors), in eval mode on ``device``.
+
+    Anything else is taken for a TF checkpoint (folder or prefix) and converted in memory,
+    so every command accepts either. ``model.metadata`` says where the weights came from.
+    """
     from .model import SRN
 
-    sd, meta = load_weights(path)
-    model = SRN(config_from_metadata(meta, path))
+    path = Path(path)
+    if path.suffix.lower() in SUFFIXES:
+        sd, meta = load_weights(path)
+        config = config_from_metadata(meta, path)
+    else:
+        from .convert import convert_checkpoint
+
+        conv = convert_checkpoint(path, step=step)
+        sd, meta, config = conv.state_dict, conv.metadata(), conv.config
+    model = SRN(config)
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
