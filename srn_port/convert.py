@@ -20,7 +20,7 @@ from .checkpoint import CheckpointReader
 from .config import VARIANTS, SRNConfig
 from .errors import ConversionError
 from .naming import classify, detect_config, tf_to_torch_tensor
-from .weights import save_weights
+from .weights import check_output_path, save_weights
 
 _STEP_VARS = ("Variable", "global_step")
 _LISTING_LIMIT = 40
@@ -146,9 +146,7 @@ def convert(path, out, step: Optional[int] = None, variant: Optional[str] = None
             ema: bool = False, force: bool = False) -> Conversion:
     """Convert the checkpoint at ``path`` and write it to ``out`` (.pt or .safetensors)."""
     out = Path(out)
-    if out.exists() and not force:
-        from .errors import SrnPortError
-        raise SrnPortError(f"Output '{out}' already exists; pass --force to overwrite it.")
+    check_output_path(out, force)  # before the (slow) conversion, and again when writing
     conv = convert_checkpoint(path, step=step, variant=variant, ema=ema)
     save_weights(conv.state_dict, conv.metadata(), out, force=force)
     return conv

@@ -55,15 +55,25 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def save_weights(state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, Any], path,
-                 force: bool = False) -> Path:
-    """Write a converted model; refuses to overwrite unless ``force``."""
-    path = Path(path)
+def check_output_path(path: Path, force: bool) -> str:
+    """Refuse a bad output name, a missing folder, or overwriting without ``force``;
+    returns the file kind ("torch" or "safetensors")."""
     kind = _kind(path)
+    if path.is_dir():
+        raise SrnPortError(f"Output '{path}' is a folder; give a file name such as "
+                           f"{path / 'model.pt'}.")
     if path.exists() and not force:
         raise SrnPortError(f"Output '{path}' already exists; pass --force to overwrite it.")
     if not path.parent.is_dir():
         raise SrnPortError(f"Output folder '{path.parent}' does not exist; create it first.")
+    return kind
+
+
+def save_weights(state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, Any], path,
+                 force: bool = False) -> Path:
+    """Write a converted model; refuses to overwrite unless ``force``."""
+    path = Path(path)
+    kind = check_output_path(path, force)
     sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata}
     if kind == "torch":

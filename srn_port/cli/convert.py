@@ -17,7 +17,7 @@ def _step_option(f):
 
 
 @cli.command()
-@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
+@click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @_step_option
 @click.option("--variant", type=click.Choice(["color", "gray", "lstm"]), default=None,
@@ -55,7 +55,7 @@ def convert(checkpoint, out, step, variant, ema, force, quiet):
 
 
 @cli.command()
-@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
+@click.argument("checkpoint", type=click.Path(path_type=Path))
 @_step_option
 @click.option("--ema", is_flag=True, help="Show the mapping that --ema would use.")
 def inspect(checkpoint, step, ema):
