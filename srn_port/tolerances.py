@@ -52,3 +52,29 @@ TOLERANCES: Dict[str, Tolerance] = {
 def within(max_abs_err: float, ref_max_abs: float, tolerance: Tolerance) -> bool:
     """True when the error is inside the tolerance (exact tolerances demand 0)."""
     return max_abs_err <= tolerance.rel * ref_max_abs
+
+
+#: Ops that srn-port computes operation-for-operation as TF does (no summation order).
+EXACT_OPS = frozenset({"resize", "resize_state", "concat", "add", "lstm_h"})
+
+
+def node_tolerance_keys(graph, level: int, isolate: bool = False) -> Dict[str, str]:
+    """Which TOLERANCES entry judges each node of one level.
+
+    Isolated (each node fed the reference's own inputs): exact ops 'exact', layers 'layer'.
+    Chained (a normal run): a node is 'exact' only if its op is exact and all its inputs
+    are (the network input is; a later level's previous output is not); the level output
+    ``dec1_0`` is judged as 'output'; everything else 'chained'.
+    """
+    keys: Dict[str, str] = {}
+    exact = {"input"} | ({"prev_output", "prev_state"} if level == 0 else set())
+    for node in graph:
+        if isolate:
+            keys[node.name] = "exact" if node.op in EXACT_OPS else "layer"
+            continue
+        if node.op in EXACT_OPS and all(i in exact for i in node.inputs):
+            exact.add(node.name)
+            keys[node.name] = "exact"
+        else:
+            keys[node.name] = "output" if node.name == "dec1_0" else "chained"
+    return keys
