@@ -53,3 +53,41 @@ def level_size(height: int, width: int, level: int) -> tuple:
     ``int(round(H * 0.5 ** (2 - level)))``. For multiples of 16 the product is exact."""
     s = LEVEL_SCALE ** (N_LEVELS - 1 - level)
     return int(round(height * s)), int(round(width * s))
+
+
+def param_shapes(config: SRNConfig) -> dict:
+    """PyTorch parameter name -> shape for ``config``, in the model's order, computed without
+    building the model (so converting a checkpoint need not import torch). The model tests
+    check that this equals ``SRN(config).state_dict()``."""
+    w, c = config.width, config.channels
+    shapes = {}
+
+    def conv(name, cin, cout, k):
+        shapes[f"{name}.weight"] = (cout, cin, k, k)
+        shapes[f"{name}.bias"] = (cout,)
+
+    def resblock(name, dim):
+        conv(f"{name}.conv1", dim, dim, 5)
+        conv(f"{name}.conv2", dim, dim, 5)
+
+    conv("enc1_1", 2 * c, w, 5)
+    for stage, dim in ((1, w), (2, 2 * w), (3, 4 * w)):
+        if stage > 1:
+            conv(f"enc{stage}_1", dim // 2, dim, 5)
+        for k in (2, 3, 4):
+            resblock(f"enc{stage}_{k}", dim)
+    if config.use_lstm:
+        f = config.lstm_features
+        conv("convLSTM.LSTM_conv", 4 * w + f, 4 * f, 3)
+    for name in ("dec3_3", "dec3_2", "dec3_1"):
+        resblock(name, 4 * w)
+    shapes["dec2_4.weight"] = (4 * w, 2 * w, 4, 4)  # ConvTranspose2d: [in, out, kh, kw]
+    shapes["dec2_4.bias"] = (2 * w,)
+    for k in (3, 2, 1):
+        resblock(f"dec2_{k}", 2 * w)
+    shapes["dec1_4.weight"] = (2 * w, w, 4, 4)
+    shapes["dec1_4.bias"] = (w,)
+    for k in (3, 2, 1):
+        resblock(f"dec1_{k}", w)
+    conv("dec1_0", w, c, 5)
+    return shapes

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-import torch
 
 from . import __version__
 from .checkpoint import CheckpointReader
-from .config import VARIANTS, SRNConfig
+from .config import VARIANTS, SRNConfig, param_shapes
 from .errors import ConversionError
 from .naming import classify, detect_config, tf_to_torch_tensor
 from .weights import check_output_path, save_weights
@@ -28,14 +27,23 @@ _LISTING_LIMIT = 40
 
 @dataclass
 class Conversion:
+    """A converted checkpoint: ``arrays`` (numpy, PyTorch layout) and where they came from.
+    ``state_dict`` gives the same as torch tensors (sharing memory)."""
+
     config: SRNConfig
-    state_dict: Dict[str, torch.Tensor]
+    arrays: Dict[str, np.ndarray]
     source: str
     step: Optional[int]
     mapped: Dict[str, str]
     dropped: Dict[str, str]
     ema: bool = False
     notes: List[str] = field(default_factory=list)
+
+    @property
+    def state_dict(self) -> dict:
+        import torch
+
+        return {k: torch.from_numpy(v) for k, v in self.arrays.items()}
 
     def metadata(self) -> dict:
         return {"variant": self.config.variant, "width": self.config.width,
@@ -45,13 +53,8 @@ class Conversion:
 
 
 def expected_shapes(config: SRNConfig) -> Dict[str, Tuple[int, ...]]:
-    """Parameter name -> shape of the PyTorch model for ``config`` (built on the meta device,
-    so nothing is allocated)."""
-    from .model import SRN
-
-    with torch.device("meta"):
-        model = SRN(config)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    """Parameter name -> shape of the PyTorch model for ``config``, in model order."""
+    return param_shapes(config)
 
 
 def _listing(items: List[str]) -> str:
@@ -128,12 +131,12 @@ def convert_checkpoint(path, step: Optional[int] = None, variant: Optional[str] 
                 f"detected from its variables. Found " + ";\n".join(problems)
                 + "\nNothing was written. If this is an SRN checkpoint with extra variables, "
                   "report the names above; if it is another network, srn-port cannot convert it.")
-        state_dict = {}
+        arrays = {}
         for tf_name, pt in classes.mapped.items():
             arr = tf_to_torch_tensor(reader.get_tensor(tf_name)).astype(np.float32, copy=False)
-            state_dict[pt] = torch.from_numpy(np.ascontiguousarray(arr))
-        state_dict = {k: state_dict[k] for k in expected}  # model order
-        conv = Conversion(config=config, state_dict=state_dict, source=str(reader.prefix),
+            arrays[pt] = np.ascontiguousarray(arr)
+        arrays = {k: arrays[k] for k in expected}  # model order
+        conv = Conversion(config=config, arrays=arrays, source=str(reader.prefix),
                           step=_step(reader, names), mapped=dict(classes.mapped),
                           dropped=dict(classes.dropped), ema=ema)
         non_f32 = sorted({infos[n].tf_dtype for n in classes.mapped} - {"DT_FLOAT"})
@@ -148,5 +151,5 @@ def convert(path, out, step: Optional[int] = None, variant: Optional[str] = None
     out = Path(out)
     check_output_path(out, force)  # before the (slow) conversion, and again when writing
     conv = convert_checkpoint(path, step=step, variant=variant, ema=ema)
-    save_weights(conv.state_dict, conv.metadata(), out, force=force)
+    save_weights(conv.arrays, conv.metadata(), out, force=force)
     return conv

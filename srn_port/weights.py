@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Tuple
 
-import torch
+import numpy as np
 
 from .config import SRNConfig
 from .errors import ModelFileError, SrnPortError
@@ -69,26 +69,36 @@ def check_output_path(path: Path, force: bool) -> str:
     return kind
 
 
-def save_weights(state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, Any], path,
+def _as_numpy(value) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return np.ascontiguousarray(value)
+    return value.detach().cpu().contiguous().numpy()  # a torch tensor
+
+
+def save_weights(state_dict: Mapping[str, Any], metadata: Mapping[str, Any], path,
                  force: bool = False) -> Path:
-    """Write a converted model; refuses to overwrite unless ``force``."""
+    """Write a converted model (tensors or numpy arrays); refuses to overwrite unless
+    ``force``. A .safetensors file is written without importing torch."""
     path = Path(path)
     kind = check_output_path(path, force)
-    sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    arrays = {k: _as_numpy(v) for k, v in state_dict.items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata}
     if kind == "torch":
+        import torch
+
         payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                   "metadata": dict(metadata), "state_dict": sd}
+                   "metadata": dict(metadata),
+                   "state_dict": {k: torch.from_numpy(v) for k, v in arrays.items()}}
         atomic_write(path, lambda tmp: torch.save(payload, tmp))
     else:
-        from safetensors.torch import save_file
+        from safetensors.numpy import save_file
 
         str_meta = {k: ("" if v is None else str(v)) for k, v in meta.items()}
-        atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=str_meta))
+        atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata=str_meta))
     return path
 
 
-def load_weights(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+def load_weights(path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Read a converted file: (state_dict, metadata). Raises ModelFileError with a fix."""
     path = Path(path)
     if not path.is_file():
@@ -98,6 +108,8 @@ def load_weights(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     hint = ("It is not a file written by `srn-port convert`; if it is a TensorFlow "
             "checkpoint, convert it first: srn-port convert CHECKPOINT_DIR out.pt")
     if kind == "torch":
+        import torch
+
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:

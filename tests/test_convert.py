@@ -155,3 +155,17 @@ def test_bad_output_extension(tmp_path):
     write_srn_checkpoint(tmp_path / "c", SRNConfig("color", 4))
     with pytest.raises(SrnPortError, match=r"\.pt.*\.safetensors"):
         convert(tmp_path / "c", tmp_path / "m.index")
+
+
+def test_convert_to_safetensors_never_imports_torch(tmp_path):
+    """The converter path is torch-free (fast start-up, works where torch is broken)."""
+    import subprocess
+    import sys
+    write_srn_checkpoint(tmp_path / "c", SRNConfig("color", 4))
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['tensorflow'] = None\n"
+            "from srn_port.cli import main\n"
+            "main(["
+            f"'convert', {str(tmp_path / 'c')!r}, {str(tmp_path / 'm.safetensors')!r}])\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert load_model(tmp_path / "m.safetensors").config == SRNConfig("color", 4)

@@ -110,3 +110,13 @@ def test_lstm_forget_bias_and_gate_order():
     new_c = c * torch.sigmoid(f + 1.0) + torch.sigmoid(i) * torch.tanh(j)
     new_h = torch.tanh(new_c) * torch.sigmoid(o)
     assert torch.allclose(cell(x, state), torch.cat([new_c, new_h], 1))
+
+
+@pytest.mark.parametrize("variant", ["color", "gray", "lstm"])
+@pytest.mark.parametrize("width", [3, 32])
+def test_param_shapes_spec_equals_the_model(variant, width):
+    from srn_port.config import param_shapes
+    cfg = SRNConfig(variant, width)
+    with torch.device("meta"):
+        sd = SRN(cfg).state_dict()
+    assert [(k, tuple(v.shape)) for k, v in sd.items()] == list(param_shapes(cfg).items())

@@ -40,7 +40,7 @@ def convert(checkpoint, out, step, variant, ema, force, quiet):
 
     conv = run(checkpoint, out, step=step, variant=variant, ema=ema, force=force)
     if not quiet:
-        n_params = sum(t.numel() for t in conv.state_dict.values())
+        n_params = sum(a.size for a in conv.arrays.values())
         rules = {}
         for rule in conv.dropped.values():
             rules[rule] = rules.get(rule, 0) + 1
