@@ -42,6 +42,18 @@ TOLERANCES: Dict[str, Tolerance] = {
         "an activation computed through all earlier layers (up to ~120 convolutions over "
         "three levels): the per-layer round-off above accumulates; measured <= 5.2e-6 at "
         "width 32, i.e. 4x headroom, still three orders of magnitude below a real bug."),
+    "chained_lstm": Tolerance(
+        5e-4,
+        "a chained activation computed from the ConvLSTM state without a skip sum in between "
+        "(rnn_state at levels 1-2, convLSTM_state, convLSTM, dec3_3..dec3_1, dec2_4): the cell "
+        "maps a large input through saturated gates to a state of ~1 (|enc3_4| ~270 -> ~2 at "
+        "level 2 of the width-4 lstm golden, whose random weights amplify level to level), so "
+        "upstream round-off, carried at the input's scale, is ~100x larger relative to the "
+        "cell's output until cat2 adds the encoder's magnitude back. An ill-conditioned "
+        "function, not a porting error: there TF itself is 7.2e-5 from a float64 evaluation "
+        "and PyTorch 9.1e-5; measured TF vs PyTorch <= 9.2e-5 (float32 vs float64 9.8e-5 at "
+        "128x128). Models with O(1) activations (width 32, trained) stay <= 5e-6. 5e-4 is 5x "
+        "headroom and still 2-3 orders below a gate-order or forget-bias bug (> 1e-1)."),
     "output": Tolerance(
         1e-5,
         "the level outputs of the whole model: the target 'float32 round-off' for a converted "
@@ -64,10 +76,13 @@ def node_tolerance_keys(graph, level: int, isolate: bool = False) -> Dict[str, s
     Isolated (each node fed the reference's own inputs): exact ops 'exact', layers 'layer'.
     Chained (a normal run): a node is 'exact' only if its op is exact and all its inputs
     are (the network input is; a later level's previous output is not); the level output
-    ``dec1_0`` is judged as 'output'; everything else 'chained'.
+    ``dec1_0`` is judged as 'output'; a node computed from the ConvLSTM state (a later
+    level's ``prev_state`` or an ``lstm`` node) with no skip sum ('add') in between,
+    'chained_lstm'; everything else 'chained'.
     """
     keys: Dict[str, str] = {}
     exact = {"input"} | ({"prev_output", "prev_state"} if level == 0 else set())
+    from_state = {"prev_state"} if level > 0 else set()
     for node in graph:
         if isolate:
             keys[node.name] = "exact" if node.op in EXACT_OPS else "layer"
@@ -75,6 +90,11 @@ def node_tolerance_keys(graph, level: int, isolate: bool = False) -> Dict[str, s
         if node.op in EXACT_OPS and all(i in exact for i in node.inputs):
             exact.add(node.name)
             keys[node.name] = "exact"
+        elif node.name == "dec1_0":
+            keys[node.name] = "output"
+        elif node.op != "add" and (node.op == "lstm" or from_state.intersection(node.inputs)):
+            from_state.add(node.name)
+            keys[node.name] = "chained_lstm"
         else:
-            keys[node.name] = "output" if node.name == "dec1_0" else "chained"
+            keys[node.name] = "chained"
     return keys
