@@ -1,0 +1,506 @@
+"""Deblur photos with an SRN model: image files in, image files out.
+
+Two pipelines around the network (``mode``):
+
+``"full"`` (default)
+    Full resolution whatever the size: edge-pad bottom/right to a multiple of 16, run,
+    crop back, round to the input's bit depth. 8- and 16-bit. ``tile=N`` runs large images
+    in overlapping N x N tiles (bounded memory) and blends the overlaps linearly; see
+    :func:`deblur_image` for how far that is from the untiled result.
+``"original"``
+    A replay of the authors' ``DEBLUR.test()`` (models/model.py), step by step: fixed
+    ``height`` x ``width`` canvas (720 x 1280), transpose of portrait images, bicubic
+    downscale of images larger than the canvas (PIL, as ``scipy.misc.imresize`` did),
+    edge-pad to the canvas, ``x / 255.0`` computed in float64 and fed as float32, last level,
+    ``im2uint8`` (clip, * 255, *truncate*), crop, bicubic upscale back, transpose back.
+    Its outputs equal the TF original's on the same image and checkpoint
+    (tests/test_deblur_tf.py). 8-bit only: the original read 8-bit RGB, so there is no
+    original behaviour to replay for 16 bits (:class:`ImageError`; use ``"full"``).
+
+Both modes, beyond what the original accepted:
+
+* colour planes: ``color`` models run RGB; ``gray`` and ``lstm`` models run the R, G, B
+  planes as a batch of three 1-channel images (as the original); a gray image runs once
+  (batch 1) through a gray model, and through a ``color`` model as three equal planes whose
+  three outputs are averaged (in float, before the conversion back to integers);
+* an alpha channel is passed through untouched (only RGB goes through the network);
+* ``original`` mode on a gray image does what the original does to the RGB image with
+  three equal planes; for gray/lstm models that is exactly the original's result.
+
+The library returns arrays and prints nothing; ``progress(done, total)`` reports tiles.
+Images are RGB(A) order in memory; :func:`read_image`/:func:`write_image` convert from and
+to OpenCV's BGR(A).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .config import SIZE_MULTIPLE
+from .errors import SrnPortError
+
+MODES = ("full", "original")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "fp16", "bf16")
+#: The original test()'s placeholder size (run_model.py --height/--width defaults).
+ORIGINAL_CANVAS = (720, 1280)
+#: Tile overlap in pixels (``tile`` mode). A multiple of 16 so that every tile starts on
+#: the 16-pixel grid of the untiled run (the network's strided convolutions and its
+#: x0.5 resizes see the same sampling phase); measured effect: see :func:`deblur_image`.
+DEFAULT_OVERLAP = 64
+#: File extensions read and written (OpenCV codecs); the output keeps the input's format.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_MAX_VALUE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+Progress = Callable[[int, int], None]
+
+
+class ImageError(SrnPortError):
+    """An image file or array that cannot be deblurred (unreadable, unsupported kind)."""
+
+
+# -- image files ----------------------------------------------------------------------------
+
+def _cv2():
+    import cv2
+
+    return cv2
+
+
+def read_image(path) -> np.ndarray:
+    """Read an image file as stored: HxW (gray), HxWx3 (RGB) or HxWx4 (RGBA), uint8 or
+    uint16. EXIF orientation is not applied (neither did the original's scipy imread).
+
+    Raises :class:`ImageError` naming the file if it is not an image OpenCV can decode,
+    is truncated, or holds another sample type (float, signed).
+    """
+    cv2 = _cv2()
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"'{path}': cannot read the file ({exc.strerror or exc}).") from None
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        _check_jpeg_complete(path, data)
+    image = None
+    if data:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageError(f"'{path}': not an image, or a corrupt one (OpenCV cannot decode "
+                         f"it). Readable formats: {', '.join(IMAGE_EXTENSIONS)}.")
+    if image.dtype not in _MAX_VALUE:
+        raise ImageError(f"'{path}': {image.dtype} samples; srn-port deblurs 8- and 16-bit "
+                         f"unsigned images. Convert it to 8 or 16 bits first.")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] not in (3, 4):
+        raise ImageError(f"'{path}': {image.shape[2]} channels; expected gray, RGB or RGBA.")
+    if image.ndim == 3:
+        code = cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
+        image = cv2.cvtColor(image, code)
+    return image
+
+
+def _check_jpeg_complete(path: Path, data: bytes) -> None:
+    # libjpeg (inside OpenCV) decodes a truncated JPEG with a warning and grey rows instead
+    # of failing; PIL refuses it, so a truncated file is caught here and reported.
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except Exception as exc:  # PIL raises OSError/SyntaxError/ValueError for bad files
+        raise ImageError(f"'{path}': corrupt or truncated JPEG ({exc}).") from None
+
+
+def encode_image(image: np.ndarray, suffix: str) -> bytes:
+    """Encode an RGB(A)/gray array in the format of ``suffix`` ('.png', '.jpg', ...).
+    JPEG quality 95; WebP lossless (OpenCV's defaults otherwise)."""
+    cv2 = _cv2()
+    suffix = suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        raise ImageError(f"cannot write '{suffix}' files; use one of {', '.join(IMAGE_EXTENSIONS)}.")
+    if image.ndim == 3:
+        code = cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
+        image = cv2.cvtColor(image, code)
+    params: List[int] = []
+    if suffix in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95]
+    ok, buf = cv2.imencode(suffix, image, params)
+    if not ok:
+        raise ImageError(f"OpenCV could not encode a {image.dtype} image with "
+                         f"{1 if image.ndim == 2 else image.shape[2]} channel(s) as {suffix}.")
+    return buf.tobytes()
+
+
+def write_image(path, image: np.ndarray) -> None:
+    """Write ``image`` to ``path`` in the format its extension names, atomically (a
+    temporary file beside it, renamed into place)."""
+    from .weights import atomic_write
+
+    path = Path(path)
+    data = encode_image(image, path.suffix)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    atomic_write(path, write)
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """``left | right`` in one image (same shape and dtype), for ``--compare``."""
+    if left.shape != right.shape or left.dtype != right.dtype:
+        raise ValueError(f"side_by_side needs equal images, got {left.shape} {left.dtype} and "
+                         f"{right.shape} {right.dtype}")
+    return np.concatenate([left, right], axis=1)
+
+
+# -- device and precision ----------------------------------------------------------------
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> cuda, else mps, else cpu; an explicit device must be available."""
+    if isinstance(device, torch.device):
+        return device
+    if device not in DEVICES:
+        raise SrnPortError(f"Unknown device '{device}'; expected one of {', '.join(DEVICES)}.")
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if device == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if device == "cuda" and not cuda:
+        raise SrnPortError("--device cuda: CUDA is not available (no NVIDIA GPU, or this torch "
+                           "build is CPU-only). Use --device cpu, or install a CUDA build of "
+                           "torch.")
+    if device == "mps" and not mps:
+        raise SrnPortError("--device mps: Apple's Metal backend is not available (it needs an "
+                           "Apple-silicon Mac and a torch build with MPS). Use --device cpu.")
+    return torch.device(device)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for ``precision`` on ``device`` (None for fp32), or a clear error
+    where PyTorch does not support it: fp16 runs on cuda and mps (CPU half-precision
+    convolutions are not what CPUs are built for: use bf16 there); bf16 on cpu and cuda
+    (GPUs with bf16 support)."""
+    if precision not in PRECISIONS:
+        raise SrnPortError(f"Unknown precision '{precision}'; expected one of "
+                           f"{', '.join(PRECISIONS)}.")
+    kind = torch.device(device).type
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if kind not in ("cuda", "mps"):
+            raise SrnPortError(f"--precision fp16 runs on --device cuda or mps only, not on "
+                               f"{kind}. On a CPU use --precision bf16 (or fp32).")
+        return torch.float16
+    if kind == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SrnPortError("--precision bf16: this GPU has no bfloat16 support; use fp16.")
+    if kind not in ("cpu", "cuda"):
+        raise SrnPortError(f"--precision bf16 runs on --device cpu or cuda only, not on {kind}. "
+                           f"On mps use --precision fp16.")
+    return torch.bfloat16
+
+
+@contextlib.contextmanager
+def _numerics(device: torch.device, amp: Optional[torch.dtype]) -> Iterator[None]:
+    """inference_mode, plus autocast for fp16/bf16. For fp32 on CUDA, TF32 convolutions
+    (PyTorch's cuDNN default on Ampere and later, ~1e-3 relative error) are switched off
+    for the duration, so fp32 means fp32 as in the original."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        if amp is not None:
+            stack.enter_context(torch.autocast(device.type, dtype=amp))
+        elif device.type == "cuda":
+            stack.enter_context(_ieee_cudnn_conv())
+        yield
+
+
+@contextlib.contextmanager
+def _ieee_cudnn_conv() -> Iterator[None]:
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        old = conv.fp32_precision
+        conv.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = old
+    else:  # torch before the fp32_precision API
+        old = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = old
+
+
+# -- the network on float planes -----------------------------------------------------------
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _run_network(model, x: np.ndarray, device: torch.device,
+                 amp: Optional[torch.dtype]) -> np.ndarray:
+    """Last level output for ``x`` (H, W, C) float32, C = 1 or 3, H and W multiples of 16.
+
+    Colour handling of the original: a color model takes RGB as one sample; gray and lstm
+    models take the planes as a batch of 1-channel samples. A 1-plane input to a color
+    model runs as three equal planes and the outputs are averaged.
+    """
+    planes = x.shape[2]
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))).to(device)
+    if model.config.channels == 3:
+        batch = (t if planes == 3 else t.expand(3, -1, -1))[None]
+    else:
+        batch = t[:, None]  # the planes as a batch of gray images
+    with _numerics(device, amp):
+        y = model(batch)[-1].float()
+    if model.config.channels == 3:
+        y = y[0] if planes == 3 else y[0].mean(dim=0, keepdim=True)
+    else:
+        y = y[:, 0]
+    return y.permute(1, 2, 0).cpu().numpy()
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> Tuple[List[int], int]:
+    """Start offsets of the tiles along one axis, and the tile length there.
+
+    The fewest tiles whose neighbours overlap by at least ``overlap``, spread evenly over
+    ``length`` (the first starts at 0, the last ends at ``length``), every start a multiple
+    of 16 when ``length``, ``tile`` and ``overlap`` are: each tile then sees the same
+    sampling phase as the untiled run.
+    """
+    if length <= tile:
+        return [0], length
+    n = 1 + -(-(length - tile) // (tile - overlap))
+    room = (length - tile) // SIZE_MULTIPLE
+    starts = [SIZE_MULTIPLE * int(round(k * room / (n - 1))) for k in range(n)]
+    return starts, tile
+
+
+def _blend_weights(starts: Sequence[int], size: int) -> List[np.ndarray]:
+    """Per tile, 1-D weights. Across each overlap with a neighbour (``a`` pixels): 0 over
+    the outer quarter (where the tile's missing context shows most), a linear ramp over
+    the middle half, 1 beyond; so two overlapping tiles' weights sum to 1 across it."""
+    d = np.arange(size, dtype=np.float64) + 0.5  # pixel centres' distance from the start edge
+
+    def ramp(a: int) -> np.ndarray:
+        return np.clip((d - a / 4) / (a / 2), 0.0, 1.0) if a > 0 else np.ones(size)
+
+    out = []
+    for k, s in enumerate(starts):
+        w = np.ones(size)
+        if k > 0:
+            w = np.minimum(w, ramp(starts[k - 1] + size - s))
+        if k + 1 < len(starts):
+            w = np.minimum(w, ramp(s + size - starts[k + 1])[::-1])
+        out.append(w.astype(np.float32))
+    return out
+
+
+def _run_tiled(model, x: np.ndarray, tile: int, overlap: int, device, amp,
+               progress: Optional[Progress]) -> np.ndarray:
+    h, w, _ = x.shape
+    ys, th = tile_starts(h, tile, overlap)
+    xs, tw = tile_starts(w, tile, overlap)
+    total = len(ys) * len(xs)
+    if total == 1:
+        out = _run_network(model, x, device, amp)
+        if progress:
+            progress(1, 1)
+        return out
+    wy, wx = _blend_weights(ys, th), _blend_weights(xs, tw)
+    acc = None
+    norm = np.zeros((h, w, 1), np.float32)
+    done = 0
+    for i, y0 in enumerate(ys):
+        for j, x0 in enumerate(xs):
+            part = _run_network(model, x[y0:y0 + th, x0:x0 + tw], device, amp)
+            if acc is None:
+                acc = np.zeros((h, w, part.shape[2]), np.float32)
+            weight = (wy[i][:, None] * wx[j][None, :])[:, :, None]
+            acc[y0:y0 + th, x0:x0 + tw] += part * weight
+            norm[y0:y0 + th, x0:x0 + tw] += weight
+            done += 1
+            if progress:
+                progress(done, total)
+    assert norm.min() > 0, "tiles leave pixels uncovered"  # by construction of the weights
+    return acc / norm
+
+
+# -- the two pipelines -------------------------------------------------------------------
+
+def _pad_edge(a: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Edge-pad ``a`` (H, W[, C]) at the bottom/right to ``height`` x ``width``."""
+    pad = [(0, height - a.shape[0]), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
+    return np.pad(a, pad, mode="edge")
+
+
+def _to_unit_float(a: np.ndarray, max_value: float) -> np.ndarray:
+    # The original feeds `blurPad / 255.0` (a float64 array) to a float32 placeholder: the
+    # quotient is rounded to float64, then to float32. A direct float32 division rounds
+    # once; double rounding could differ in the last bit. (Checked: for all 256 uint8 and
+    # 65536 uint16 values the two agree, so this is the original's order by construction
+    # rather than a measured fix.)
+    return (a.astype(np.float64) / max_value).astype(np.float32)
+
+
+def _pil_bicubic(a: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``scipy.misc.imresize(a, [height, width], 'bicubic')`` for uint8 RGB (or one plane):
+    a PIL ``Image.resize((width, height), BICUBIC)`` on the uint8 image."""
+    from PIL import Image
+
+    mode = "RGB" if a.ndim == 3 else "L"
+    return np.asarray(Image.fromarray(np.ascontiguousarray(a), mode)
+                      .resize((width, height), Image.BICUBIC))
+
+
+def _original(model, planes: np.ndarray, height: int, width: int, device, amp,
+              progress: Optional[Progress]) -> np.ndarray:
+    """The original test() on ``planes`` (h, w, C) uint8, C = 1 or 3; returns (h, w, C)."""
+    img = planes
+    rot = img.shape[0] > img.shape[1]
+    if rot:  # the original makes every image landscape
+        img = img.transpose(1, 0, 2)
+    h, w = img.shape[:2]
+    resize = h > height or w > width
+    if resize:
+        scale = min(1.0 * height / h, 1.0 * width / w)
+        new_h, new_w = int(h * scale), int(w * scale)
+        if new_h == 0 or new_w == 0:
+            raise ImageError(f"a {h}x{w} image shrinks to {new_h}x{new_w} on the "
+                             f"{height}x{width} canvas of --mode original (the original "
+                             f"fails on it too); use --mode full.")
+        img = _pil_bicubic(img[:, :, 0] if img.shape[2] == 1 else img, new_h, new_w)
+        img = img.reshape(new_h, new_w, -1)
+    pad = _pad_edge(img, height, width)
+    y = _run_network(model, _to_unit_float(pad, 255.0), device, amp)
+    if progress:
+        progress(1, 1)
+    # im2uint8 of the original: clip, * 255.0 and a cast, i.e. truncation (in float32).
+    res = (np.clip(y, np.float32(0.0), np.float32(1.0)) * np.float32(255.0)).astype(np.uint8)
+    if resize:
+        res = res[:new_h, :new_w]
+        res = _pil_bicubic(res[:, :, 0] if res.shape[2] == 1 else res, h, w).reshape(h, w, -1)
+    else:
+        res = res[:h, :w]
+    if rot:
+        res = res.transpose(1, 0, 2)
+    return np.ascontiguousarray(res)
+
+
+def _full(model, planes: np.ndarray, tile: Optional[int], overlap: int, device, amp,
+          progress: Optional[Progress]) -> np.ndarray:
+    """Full resolution: pad to a multiple of 16, run (tiled or not), crop, round."""
+    h, w = planes.shape[:2]
+    max_value = _MAX_VALUE[planes.dtype]
+    hp, wp = -(-h // SIZE_MULTIPLE) * SIZE_MULTIPLE, -(-w // SIZE_MULTIPLE) * SIZE_MULTIPLE
+    x = _to_unit_float(_pad_edge(planes, hp, wp), max_value)
+    if tile is None:
+        y = _run_network(model, x, device, amp)
+        if progress:
+            progress(1, 1)
+    else:
+        y = _run_tiled(model, x, tile, overlap, device, amp, progress)
+    y = np.clip(y[:h, :w], np.float32(0.0), np.float32(1.0)) * np.float32(max_value)
+    return np.rint(y).astype(planes.dtype)
+
+
+def default_overlap(tile: int) -> int:
+    """:data:`DEFAULT_OVERLAP`, or less for tiles under 128 px: at most half the tile."""
+    return min(DEFAULT_OVERLAP, tile // 2 // SIZE_MULTIPLE * SIZE_MULTIPLE)
+
+
+def check_tiling(tile: Optional[int], overlap: int) -> None:
+    if tile is None:
+        return
+    if tile < SIZE_MULTIPLE or tile % SIZE_MULTIPLE:
+        raise SrnPortError(f"--tile {tile}: the tile size must be a positive multiple of "
+                           f"{SIZE_MULTIPLE} (e.g. 256 or 512).")
+    if overlap < 0 or overlap % SIZE_MULTIPLE or overlap > tile // 2:
+        raise SrnPortError(f"--overlap {overlap}: the overlap must be a multiple of "
+                           f"{SIZE_MULTIPLE} from 0 to half the tile size ({tile // 2}), so "
+                           f"that tiles start on the network's 16-pixel grid and the blend "
+                           f"ramps of a tile's two sides do not meet.")
+
+
+def check_canvas(height: int, width: int) -> None:
+    for name, v in (("--height", height), ("--width", width)):
+        if v < SIZE_MULTIPLE or v % SIZE_MULTIPLE:
+            raise SrnPortError(f"{name} {v}: the canvas of --mode original must be a positive "
+                               f"multiple of {SIZE_MULTIPLE} (the original's default is "
+                               f"{ORIGINAL_CANVAS[0]}x{ORIGINAL_CANVAS[1]}).")
+
+
+def deblur_image(model, image: np.ndarray, mode: str = "full",
+                 height: int = ORIGINAL_CANVAS[0], width: int = ORIGINAL_CANVAS[1],
+                 tile: Optional[int] = None, overlap: Optional[int] = None,
+                 device=None, precision: str = "fp32",
+                 progress: Optional[Progress] = None) -> np.ndarray:
+    """Deblur one image array with a loaded SRN ``model``; returns the same shape and dtype.
+
+    ``image``: HxW (gray), HxWx3 (RGB) or HxWx4 (RGBA, alpha returned untouched), uint8 or
+    uint16 (16-bit only in ``mode="full"``). ``mode``: ``"full"`` or ``"original"`` (see
+    the module docstring). ``height``/``width``: the canvas of ``"original"`` (multiples of
+    16). ``tile``/``overlap``: ``"full"`` only; tiles of ``tile`` x ``tile`` pixels (a
+    multiple of 16), neighbours overlapping by at least ``overlap`` pixels (a multiple of
+    16, at most half the tile; default :data:`DEFAULT_OVERLAP`, or half a tile under 128 px)
+    and blended with linear ramps; peak memory is that of one tile. ``device``: None keeps the
+    model where it is; otherwise ``auto``/``cpu``/``cuda``/``mps`` and the model is moved
+    there (``nn.Module.to``, in place). ``precision``: ``fp32``, ``fp16`` (cuda, mps) or
+    ``bf16`` (cpu, cuda), by autocast; the exactness claims hold for fp32.
+
+    Tiling error: each tile sees only its own content, and SRN's 1/4-scale level has a
+    large receptive field, so tiles are not exactly the untiled result. Measured on
+    ../shared/data/srn_testing_set (the four 720x1280 / 768x1024 photos), 8-bit outputs:
+    see the report in the deblur issue (tiled vs untiled PSNR at the default overlap).
+    """
+    if mode not in MODES:
+        raise SrnPortError(f"Unknown mode '{mode}'; expected one of {', '.join(MODES)}.")
+    image = np.asarray(image)
+    if image.dtype not in _MAX_VALUE:
+        raise ImageError(f"expected a uint8 or uint16 image, got {image.dtype}.")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise ImageError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}.")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageError(f"empty image (shape {image.shape}).")
+    if mode == "original":
+        check_canvas(height, width)
+        if image.dtype != np.uint8:
+            raise ImageError("--mode original replays the authors' pipeline, which reads 8-bit "
+                             "images only; this image is 16-bit. Use --mode full (the "
+                             "default), which keeps all 16 bits.")
+        if tile is not None:
+            raise SrnPortError("--tile works with --mode full; --mode original runs the fixed "
+                               "canvas in one piece, as the original does.")
+    else:
+        if tile is not None and overlap is None:
+            overlap = default_overlap(tile)
+        check_tiling(tile, overlap)
+
+    if device is None:
+        dev = _model_device(model)
+    else:
+        dev = resolve_device(device)
+        model.to(dev)
+    amp = autocast_dtype(precision, dev)
+
+    gray = image.ndim == 2
+    planes = image[:, :, None] if gray else image[:, :, :3]
+    if mode == "original":
+        out = _original(model, planes, height, width, dev, amp, progress)
+    else:
+        out = _full(model, planes, tile, overlap, dev, amp, progress)
+    if gray:
+        return out[:, :, 0]
+    if image.shape[2] == 4:
+        return np.concatenate([out, image[:, :, 3:]], axis=2)
+    return out
