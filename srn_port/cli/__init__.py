@@ -38,6 +38,7 @@ def main(argv=None):
 
 # Each module adds its commands to `cli` (imported last: they import `cli` from here).
 from . import convert as _convert  # noqa: E402,F401
+from . import deblur as _deblur  # noqa: E402,F401
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,280 @@
+"""``srn-port deblur``: deblur image files and folders with a converted (or TF) model."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import click
+
+from . import cli
+from ..deblur import (DEFAULT_OVERLAP, DEVICES, IMAGE_EXTENSIONS, MODES, ORIGINAL_CANVAS,
+                      PRECISIONS)
+from ..errors import SrnPortError
+
+COMPARE_SUFFIX = "_compare.png"
+_LISTING_LIMIT = 10
+
+
+@dataclass
+class Job:
+    source: Path
+    output: Optional[Path] = None
+    compare: Optional[Path] = None
+    problem: Optional[str] = None  # known before running: reported and skipped
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _listing(paths) -> str:
+    paths = [str(p) for p in paths]
+    shown = ", ".join(f"'{p}'" for p in paths[:_LISTING_LIMIT])
+    return shown + (f" and {len(paths) - _LISTING_LIMIT} more" if len(paths) > _LISTING_LIMIT
+                    else "")
+
+
+def plan_jobs(inputs: List[Path], outdir: Path, compare: bool, force: bool):
+    """Expand folders, name the outputs and refuse unsafe runs before any work.
+
+    Returns (jobs, notes). Raises click.UsageError for a run that would overwrite an
+    input, write two images to one name, or overwrite existing outputs without --force.
+    """
+    jobs: List[Job] = []
+    notes: List[str] = []
+    seen = set()
+    for inp in inputs:
+        if inp.is_dir():
+            if _same_file(inp, outdir):
+                raise click.UsageError(
+                    f"The output folder '{outdir}' is the input folder '{inp}': the results "
+                    f"would replace the photos. Choose another -o/--outdir.")
+            files = sorted(p for p in inp.iterdir()
+                           if p.is_file() and not p.name.startswith("."))
+            images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+            others = [p.name for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+            if others:
+                notes.append(f"note: ignoring {len(others)} file(s) in '{inp}' without an image "
+                             f"extension: {_listing(others)}")
+            if not images:
+                notes.append(f"note: no image files ({', '.join(IMAGE_EXTENSIONS)}) directly "
+                             f"inside '{inp}'")
+        else:
+            images = [inp]
+        for src in images:
+            key = src.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            job = Job(src)
+            if src.suffix.lower() not in IMAGE_EXTENSIONS:
+                job.problem = (f"'{src}': not an image file name (extension "
+                               f"'{src.suffix or '(none)'}'); srn-port deblur reads and writes "
+                               f"{', '.join(IMAGE_EXTENSIONS)}. Skipped.")
+            else:
+                job.output = outdir / src.name
+                if compare:
+                    job.compare = outdir / (src.stem + COMPARE_SUFFIX)
+            jobs.append(job)
+
+    sources = [j.source for j in jobs]
+    by_output = {}
+    for job in jobs:
+        for out in (job.output, job.compare):
+            if out is None:
+                continue
+            clash = [s for s in sources if _same_file(s, out)]
+            if clash:
+                raise click.UsageError(
+                    f"Writing '{out}' would overwrite the input '{clash[0]}'. Inputs are never "
+                    f"modified: choose another -o/--outdir.")
+            key = out.resolve()
+            if key in by_output:
+                raise click.UsageError(
+                    f"'{by_output[key]}' and '{job.source}' would both be written to '{out}' "
+                    f"(same file name). Deblur them into different output folders.")
+            by_output[key] = job.source
+    if outdir.exists() and not outdir.is_dir():
+        raise click.UsageError(f"-o/--outdir '{outdir}' exists and is not a folder.")
+    if not force:
+        paths = [o for j in jobs for o in (j.output, j.compare) if o is not None and o.exists()]
+        if paths:
+            raise click.UsageError(
+                f"{len(paths)} output file(s) exist already: {_listing(paths)}. Nothing was "
+                f"written; pass --force to overwrite them, or choose another -o/--outdir.")
+    return jobs, notes
+
+
+def _given(ctx, name: str) -> bool:
+    from click.core import ParameterSource
+
+    return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+
+
+@cli.command()
+@click.argument("weights", type=click.Path(exists=True, path_type=Path))
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--outdir", required=True, type=click.Path(path_type=Path),
+              help="Folder for the results (created if missing); each keeps its input's file "
+                   "name and format.")
+@click.option("--mode", type=click.Choice(MODES), default="full",
+              help="full: full resolution, any size, rounded output. original: replay the "
+                   "authors' test() (fixed canvas, downscale of larger images, truncation), "
+                   "equal to the TF original; 8-bit only.")
+@click.option("--height", type=int, default=ORIGINAL_CANVAS[0],
+              help="Canvas height of --mode original (a multiple of 16).")
+@click.option("--width", type=int, default=ORIGINAL_CANVAS[1],
+              help="Canvas width of --mode original (a multiple of 16).")
+@click.option("--tile", type=int, default=None,
+              help="--mode full: process in overlapping tiles of N x N pixels (a multiple of "
+                   "16) to bound memory on large images.  [default: no tiling]")
+@click.option("--overlap", type=int, default=None,
+              help="With --tile: minimum overlap of neighbouring tiles in pixels (a multiple "
+                   f"of 16, at most half the tile).  [default: {DEFAULT_OVERLAP}, or half a "
+                   f"tile under {2 * DEFAULT_OVERLAP}]")
+@click.option("--device", type=click.Choice(DEVICES), default="auto",
+              help="auto: cuda, else mps, else cpu.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
+              help="fp16 on cuda/mps only; bf16 on cpu/cuda. The TF-equality of --mode "
+                   "original holds for fp32.")
+@click.option("--compare", is_flag=True,
+              help="Also write NAME_compare.png: input | output side by side.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.pass_context
+def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, device, precision,
+           compare, force):
+    """Deblur the images INPUT... (files and/or folders) with WEIGHTS into OUTDIR.
+
+    WEIGHTS is a file written by `srn-port convert` or a TF checkpoint (folder or prefix).
+    A folder contributes the image files directly inside it, sorted. A file that is not a
+    readable image is reported and skipped; the exit code is then 1. Nothing is written if
+    an output would overwrite an input or (without --force) an existing file.
+
+    \b
+    Examples:
+      srn-port deblur color.pt ../shared/data/srn_testing_set -o deblurred
+      srn-port deblur color.pt big.tif --tile 512 --precision bf16 -o out
+      srn-port deblur color.pt photo.jpg --mode original --compare -o out
+    """
+    from ..deblur import (autocast_dtype, check_canvas, check_tiling, default_overlap,
+                          resolve_device)
+
+    if mode == "full":
+        for name in ("height", "width"):
+            if _given(ctx, name):
+                raise click.UsageError(f"--{name} sets the canvas of --mode original; the "
+                                       f"default --mode full runs at the image's own size.")
+    else:
+        if tile is not None:
+            raise click.UsageError("--tile works with --mode full; --mode original runs its "
+                                   "fixed canvas in one piece, as the original does.")
+        try:
+            check_canvas(height, width)
+        except SrnPortError as exc:
+            raise click.BadParameter(str(exc), param_hint="--height/--width") from None
+    if tile is None and overlap is not None:
+        raise click.UsageError("--overlap only applies with --tile N.")
+    if tile is not None and overlap is None:
+        overlap = default_overlap(tile)
+    try:
+        check_tiling(tile, overlap)
+    except SrnPortError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tile/--overlap") from None
+
+    jobs, notes = plan_jobs(list(inputs), outdir, compare, force)
+    dev = resolve_device(device)
+    autocast_dtype(precision, dev)  # refuses unsupported combinations before loading
+    for note in notes:
+        click.echo(note, err=True)
+    if not jobs:
+        raise click.UsageError("No images to deblur in " + _listing(inputs) + ".")
+
+    from ..weights import load_model
+
+    model = load_model(weights, device=dev)
+    outdir.mkdir(parents=True, exist_ok=True)
+    failures, megapixels, elapsed = _run_jobs(model, jobs, mode, height, width, tile, overlap,
+                                              dev, precision, compare)
+    done = len(jobs) - len(failures)
+    rate = f"{elapsed / megapixels:.2f} s/megapixel" if megapixels else "no pixels"
+    cfg = model.config
+    click.echo(f"{done} image(s) deblurred, {len(failures)} failed, in {elapsed:.1f} s "
+               f"({rate}; {cfg.variant} width {cfg.width}, {dev.type}, {precision}, "
+               f"--mode {mode}) -> {outdir}")
+    if failures:
+        click.echo(f"Error: {len(failures)} of {len(jobs)} input(s) failed: "
+                   f"{_listing(failures)}", err=True)
+        ctx.exit(1)
+
+
+def _run_jobs(model, jobs, mode, height, width, tile, overlap, dev, precision, compare):
+    import torch
+    from tqdm import tqdm
+
+    from ..deblur import deblur_image, read_image, side_by_side, write_image
+
+    _quiet_opencv()
+    failures: List[Path] = []
+    megapixels = 0.0
+    start = time.perf_counter()
+    bar = tqdm(jobs, unit="img", desc="deblur", disable=None, file=sys.stderr)
+    for job in bar:
+        bar.set_postfix_str(job.source.name)
+        tiles = {}
+
+        def progress(n_done, total):
+            if total > 1 and "bar" not in tiles:
+                tiles["bar"] = tqdm(total=total, unit="tile", leave=False, disable=None,
+                                    file=sys.stderr)
+            if "bar" in tiles:
+                tiles["bar"].update(n_done - tiles["bar"].n)
+
+        try:
+            if job.problem:
+                raise SrnPortError(job.problem)
+            image = read_image(job.source)
+            result = deblur_image(model, image, mode=mode, height=height, width=width,
+                                  tile=tile, overlap=overlap, precision=precision,
+                                  progress=progress)
+            write_image(job.output, result)
+            if compare:
+                write_image(job.compare, side_by_side(image, result))
+            megapixels += image.shape[0] * image.shape[1] / 1e6
+        except SrnPortError as exc:
+            failures.append(job.source)
+            msg = str(exc)
+            if str(job.source) not in msg:
+                msg = f"'{job.source}': {msg}"
+            tqdm.write(f"error: {msg}", file=sys.stderr)
+        except torch.OutOfMemoryError:
+            failures.append(job.source)
+            tqdm.write(f"error: '{job.source}': out of memory on {dev.type}; try --tile 512 "
+                       f"(or smaller), or --precision {'fp16' if dev.type != 'cpu' else 'bf16'}.",
+                       file=sys.stderr)
+        except OSError as exc:  # writing the output: disk full, permissions
+            failures.append(job.source)
+            tqdm.write(f"error: '{job.source}': could not write the result ({exc}).",
+                       file=sys.stderr)
+        finally:
+            if "bar" in tiles:
+                tiles["bar"].close()
+    bar.close()
+    return failures, megapixels, time.perf_counter() - start
+
+
+def _quiet_opencv():
+    # srn-port reports unreadable files itself; OpenCV's own log lines would repeat it.
+    try:
+        import cv2.utils.logging as cv_log
+
+        cv_log.setLogLevel(cv_log.LOG_LEVEL_SILENT)
+    except (ImportError, AttributeError):  # pragma: no cover - older OpenCV builds
+        pass
