@@ -1,0 +1,204 @@
+"""Compare the PyTorch model with a reference, layer by layer and level by level.
+
+Chained (the default): the model runs normally and every node is compared as it is
+produced, so an error shows up where it enters and how it grows. Isolated: every node is
+fed the reference's own inputs, so each row is that layer's own error. Tolerances come from
+:mod:`srn_port.tolerances` (``node_tolerance_keys``). Reference tensors are fetched one level
+at a time (one tensor at a time from a golden file) and dropped after use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..config import N_LEVELS, level_size
+from ..errors import SrnPortError
+from ..model import OUTPUT_NODE, SRN, Node
+from ..tolerances import TOLERANCES, node_tolerance_keys, within
+from .detail import LayerDetail, layer_detail
+from .diagnose import Diagnosis, NodeCase, WeightDifference, diagnose, weight_differences
+from .reference import Reference
+
+
+@dataclass
+class Row:
+    """One node at one level."""
+
+    level: int
+    layer: str
+    op: str
+    shape: Tuple[int, ...]
+    max_abs_err: float
+    max_abs_ref: float
+    max_rel_err: float  # max_abs_err / max |ref|
+    mean_abs_err: float
+    tolerance: str  # key of TOLERANCES
+    tolerance_rel: float
+    passed: bool
+    note: str = ""
+
+
+@dataclass
+class Comparison:
+    mode: str  # "chained" | "isolated"
+    reference: str
+    model: str
+    emulate: Tuple[str, ...]
+    levels: Tuple[int, ...]
+    rows: List[Row]
+    first_divergence: Optional[Row] = None
+    first_divergence_detail: Optional[LayerDetail] = None
+    diagnosis: Optional[Diagnosis] = None
+    details: List[LayerDetail] = field(default_factory=list)
+    weight_differences: Optional[List[WeightDifference]] = None  # None: no reference weights
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.first_divergence is None
+
+    def to_dict(self) -> dict:
+        """Plain data for JSON (no error maps; infinities as null)."""
+        d = asdict(self)
+        for det in d["details"] + [d["first_divergence_detail"] or {}]:
+            det.pop("error_map", None)
+        d["passed"] = self.passed
+        return _finite(d)
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def error_stats(ours: torch.Tensor, ref: torch.Tensor) -> Tuple[float, float, float, float]:
+    """(max |ours - ref|, max |ref|, max error / max |ref|, mean |ours - ref|)."""
+    d = (ours.float() - ref.float()).abs()
+    err = float(d.max()) if d.numel() else 0.0
+    mean = float(d.sum(dtype=torch.float64)) / max(d.numel(), 1)
+    scale = float(ref.abs().max()) if ref.numel() else 0.0
+    rel = err / scale if scale > 0 else (0.0 if err == 0 else math.inf)
+    return err, scale, rel, mean
+
+
+def reference_state_dict(reference: Reference):
+    """The reference's weights as a PyTorch state_dict (converted without TF), or None."""
+    if reference.checkpoint is None:
+        return None
+    from ..convert import convert_checkpoint
+
+    return convert_checkpoint(reference.checkpoint).state_dict
+
+
+def check_compatible(model: SRN, reference: Reference) -> None:
+    m, r = model.config, reference.config
+    if (m.variant, m.width) != (r.variant, r.width):
+        raise SrnPortError(
+            f"The reference ({reference.description}) is an SRN {r.variant} model of width "
+            f"{r.width}, but WEIGHTS is {m.variant} of width {m.width}; their layers cannot be "
+            f"compared. Use the golden of WEIGHTS' variant and width (omit --golden to pick it), "
+            f"or --tf with the checkpoint WEIGHTS was converted from.")
+
+
+def compare(model: SRN, reference: Reference, *, isolate: bool = False,
+            levels: Optional[Sequence[int]] = None, layer: Optional[str] = None,
+            diagnose_first: bool = True, model_name: str = "model") -> Comparison:
+    """Compare ``model`` (as configured, emulation included) with ``reference``.
+
+    ``levels``: the levels to compare (earlier ones still run when needed); ``layer``: a node
+    name whose detail (:class:`LayerDetail`) is returned for each compared level. The first
+    divergent row, in graph order, is diagnosed (:func:`srn_port.parity.diagnose.diagnose`).
+    """
+    check_compatible(model, reference)
+    names = model.node_names()
+    if layer is not None and layer not in names:
+        raise SrnPortError(f"There is no layer '{layer}' in an SRN {model.config.variant} model. "
+                           f"Valid names, in graph order: {', '.join(names)}.")
+    levels = tuple(sorted(set(range(N_LEVELS) if levels is None else levels)))
+    bad = [lv for lv in levels if not 0 <= lv < N_LEVELS]
+    if bad:
+        raise SrnPortError(f"Level {bad[0]} does not exist: SRN has {N_LEVELS} pyramid levels, "
+                           f"0 (1/4 size), 1 (1/2 size) and 2 (full size).")
+    x = reference.input()
+    model.check_input(x)
+    model.eval()
+    ref_sd = reference_state_dict(reference)
+    base = SRN(model.config).eval()
+    base.load_state_dict(ref_sd if ref_sd is not None else model.state_dict(), strict=True)
+    transposed = frozenset(f"{n}.weight" for n, m in model.named_modules()
+                           if isinstance(m, torch.nn.ConvTranspose2d))
+    wdiffs = (weight_differences(model.state_dict(), ref_sd, transposed)
+              if ref_sd is not None else None)
+    result = Comparison(mode="isolated" if isolate else "chained",
+                        reference=reference.description, model=model_name,
+                        emulate=tuple(model.emulate), levels=levels, rows=[],
+                        weight_differences=wdiffs)
+    if ref_sd is None:
+        result.notes.append("the reference's checkpoint is not available: weights not compared")
+
+    def judge(level: int, node: Node, ours: torch.Tensor, ref_level, keys: Dict[str, str],
+              chained: bool) -> None:
+        ref = ref_level[node.name]
+        key = keys[node.name]
+        tol = TOLERANCES[key]
+        if tuple(ours.shape) != tuple(ref.shape):
+            row = Row(level, node.name, node.op, tuple(ref.shape), math.inf, float(ref.abs().max()),
+                      math.inf, math.inf, key, tol.rel, False,
+                      f"shape {tuple(ours.shape)}, reference {tuple(ref.shape)}")
+        else:
+            err, scale, rel, mean = error_stats(ours, ref)
+            row = Row(level, node.name, node.op, tuple(ref.shape), err, scale, rel, mean, key,
+                      tol.rel, within(err, scale, tol))
+        result.rows.append(row)
+        if node.name == layer and row.shape == tuple(ours.shape):
+            result.details.append(layer_detail(level, node.name, ours, ref, key, row.passed))
+        if not row.passed and result.first_divergence is None:
+            result.first_divergence = row
+            if row.shape == tuple(ours.shape):
+                result.first_divergence_detail = (
+                    result.details[-1] if node.name == layer
+                    else layer_detail(level, node.name, ours, ref, key, False))
+            if diagnose_first:
+                feeds = reference.feeds(level)
+                args = [feeds[i] if i in feeds else ref_level[i] for i in node.inputs]
+                case = NodeCase(node, level, level_size(x.shape[-2], x.shape[-1], level), args,
+                                ref, model, base)
+                result.diagnosis = diagnose(case, row.max_rel_err if chained else None, wdiffs)
+
+    with torch.no_grad():
+        if isolate:
+            for level in levels:
+                ref_level = reference.level(level)
+                feeds = reference.feeds(level)
+                keys = node_tolerance_keys(model.graph, level, isolate=True)
+                size = level_size(x.shape[-2], x.shape[-1], level)
+                for node in model.graph:
+                    args = [feeds[i] if i in feeds else ref_level[i] for i in node.inputs]
+                    judge(level, node, model.apply_node(node, args, size), ref_level, keys, False)
+        else:
+            feeds = {"input": x, "prev_output": x, "prev_state": model.initial_state(x)}
+            by_name = {n.name: n for n in model.graph}
+            for level in range(max(levels) + 1):
+                if feeds["prev_state"] is None:
+                    del feeds["prev_state"]
+                capture = None
+                if level in levels:
+                    ref_level = reference.level(level)
+                    keys = node_tolerance_keys(model.graph, level)
+
+                    def capture(lv, name, t, ref_level=ref_level, keys=keys):
+                        judge(lv, by_name[name], t, ref_level, keys, True)
+                out = model.run_level(level, feeds, capture)
+                feeds = {"input": x, "prev_output": out[OUTPUT_NODE],
+                         "prev_state": out.get("convLSTM_state")}
+    return result
+
