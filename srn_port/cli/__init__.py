@@ -43,3 +43,4 @@ from . import deblur as _deblur  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+from . import diff as _diff  # noqa: E402,F401

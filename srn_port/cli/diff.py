@@ -1,0 +1,244 @@
+"""``srn-port diff``: where does the port diverge from TF, and why.
+
+Exit codes: 0 every layer within the tolerance table, 1 a divergence, 2 a usage error
+(bad file, wrong golden, unknown layer...), so CI can tell a regression from misuse.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import click
+
+from . import cli
+from ..errors import CheckpointError, SrnPortError
+from ..model import EMULATIONS
+
+#: Exit status of a usage error (click's own usage errors use 2 as well).
+EXIT_USAGE = 2
+EXIT_DIVERGED = 1
+WRAP = 100
+
+
+def _level(ctx, param, value):
+    from ..config import N_LEVELS
+
+    if value is not None and not 0 <= value < N_LEVELS:
+        raise click.BadParameter(f"SRN has {N_LEVELS} pyramid levels: 0 (1/4 size), 1 (1/2 size) "
+                                 f"and 2 (full size); got {value}.")
+    return value
+
+
+def _fmt(v: float) -> str:
+    if v is None or v != v:
+        return "-"
+    if v == float("inf"):
+        return "inf"
+    return "0" if v == 0 else f"{v:.2e}"
+
+
+def _para(text: str, indent: str = "") -> str:
+    return textwrap.fill(text, WRAP, initial_indent=indent,
+                         subsequent_indent=" " * len(indent) + "  ")
+
+
+def _shape(shape) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def format_table(result) -> str:
+    lines = [f"{'level':>5}  {'layer':<15} {'shape':<14} {'max abs':>9} {'max rel':>9} "
+             f"{'mean abs':>9}  {'tolerance':<18} result"]
+    for r in result.rows:
+        tol = f"{r.tolerance} {r.tolerance_rel:g}"
+        lines.append(f"{r.level:>5}  {r.layer:<15} {_shape(r.shape):<14} {_fmt(r.max_abs_err):>9} "
+                     f"{_fmt(r.max_rel_err):>9} {_fmt(r.mean_abs_err):>9}  {tol:<18} "
+                     f"{'pass' if r.passed else 'FAIL'}{'  ' + r.note if r.note else ''}")
+    return "\n".join(lines)
+
+
+def format_detail(d) -> str:
+    b, c, y, x = d.max_at
+    out = [f"layer {d.layer}, level {d.level} ({_shape(d.shape)}, tolerance {d.tolerance}: "
+           f"{'pass' if d.passed else 'FAIL'})",
+           f"  max abs error {_fmt(d.max_abs_err)} (max |ref| {_fmt(d.max_abs_ref)}) at batch {b}, "
+           f"channel {c}, row {y}, column {x}: model {d.ours_at_max:.6g}, reference "
+           f"{d.ref_at_max:.6g}",
+           f"  {'where':<28} {'positions':>9} {'max abs':>9} {'mean abs':>9}"]
+    for s in d.rings + d.sides:
+        out.append(f"  {s.where:<28} {s.positions:>9} {_fmt(s.max_abs_err):>9} "
+                   f"{_fmt(s.mean_abs_err):>9}")
+    out.append(f"  {100 * d.border_error_share:.0f}% of the summed error lies in the outer "
+               f"{len(d.rings) - 1} px, which hold {100 * d.border_position_share:.0f}% of "
+               f"the positions")
+    out.append("  histogram of |error| / max |ref|:")
+    total = max(sum(h.count for h in d.histogram), 1)
+    for h in d.histogram:
+        bar = "#" * round(40 * h.count / total)
+        out.append(f"    {h.label:<16} {h.count:>9}  {bar}")
+    worst = sorted(range(len(d.channel_max_abs_err)), key=lambda i: -d.channel_max_abs_err[i])[:4]
+    out.append("  worst channels: " + ", ".join(f"{i} ({_fmt(d.channel_max_abs_err[i])})"
+                                                for i in worst))
+    return "\n".join(out)
+
+
+def format_report(result, weights_path, show_layer: bool) -> str:
+    mode = ("chained: each layer computes from the model's own previous layers"
+            if result.mode == "chained"
+            else "isolated: each layer is fed the reference's own inputs")
+    out = [f"reference: {result.reference}", f"model:     {result.model}", f"mode:      {mode}"]
+    if result.emulate:
+        out.append(f"emulating: {', '.join(result.emulate)} (naive PyTorch choices, on purpose)")
+    out += [f"note:      {n}" for n in result.notes]
+    out += ["", format_table(result), ""]
+    wd = result.weight_differences
+    if wd is not None:
+        if wd:
+            out.append(f"weights: {len(wd)} tensor(s) differ from the reference checkpoint:")
+            out += [_para(w.describe(), "  ") for w in wd[:10]]
+            if len(wd) > 10:
+                out.append(f"  ... and {len(wd) - 10} more")
+        else:
+            out.append("weights: every tensor equals the reference checkpoint's")
+    if show_layer:
+        for d in result.details:
+            out += [format_detail(d), ""]
+    f = result.first_divergence
+    if f is None:
+        out.append(f"PASS: all {len(result.rows)} layer/level rows within the tolerance table")
+    else:
+        out.append(f"FIRST DIVERGENCE: {f.layer} at level {f.level}: max rel error "
+                   f"{_fmt(f.max_rel_err)} > '{f.tolerance}' ({f.tolerance_rel:g})"
+                   f"{'  ' + f.note if f.note else ''}")
+        if result.diagnosis is not None:
+            out.append(_para(f"diagnosis ({result.diagnosis.cause}): {result.diagnosis.summary}"))
+            out += [_para(e, "  - ") for e in result.diagnosis.evidence]
+        if not show_layer and result.first_divergence_detail is not None:
+            out.append(f"(details: srn-port diff {weights_path} ... --layer {f.layer} "
+                       f"--level {f.level})")
+    return "\n".join(out)
+
+
+def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emulate,
+         heatmap, json_out):
+    from ..parity import (GoldenReference, TFReference, compare, find_golden, image_input,
+                          parse_size, random_input, write_heatmap)
+    from ..parity.detail import set_default_mode
+    from ..parity.reference import checkpoint_config
+    from ..weights import atomic_write, load_model
+
+    if golden is not None and tf_ckpt is not None:
+        raise SrnPortError("--golden and --tf are two different references; give one of them.")
+    if tf_ckpt is None and (image is not None or size is not None):
+        raise SrnPortError("--input and --size choose the input of a live TF comparison (--tf "
+                           "CHECKPOINT); a golden file has its own fixed input.")
+    if image is not None and size is not None:
+        raise SrnPortError("--input and --size both choose the input; give one of them.")
+    try:
+        model = load_model(weights)
+    except CheckpointError as exc:
+        hint = (" (an .h5 file is a golden: pass it with --golden)"
+                if weights.suffix.lower() == ".h5" else "")
+        raise SrnPortError(f"WEIGHTS '{weights}' is neither an srn-port weights file (.pt, .pth, "
+                           f".safetensors, written by srn-port convert) nor a TensorFlow "
+                           f"checkpoint{hint}. {exc}") from None
+    names = model.node_names()
+    if layer is not None and layer not in names:
+        raise SrnPortError(f"There is no layer '{layer}' in an SRN {model.config.variant} model. "
+                           f"Valid names, in graph order: {', '.join(names)}.")
+    model.set_emulation(emulate)
+    if tf_ckpt is not None:
+        prefix, config = checkpoint_config(tf_ckpt)
+        if config != model.config:
+            raise SrnPortError(
+                f"--tf {tf_ckpt} is an SRN {config.variant} checkpoint of width {config.width}, "
+                f"but WEIGHTS is {model.config.variant} of width {model.config.width}. Give the "
+                f"checkpoint WEIGHTS was converted from.")
+        note = ""
+        if image is not None:
+            x, note = image_input(image, config)
+        else:
+            x = random_input(config, parse_size(size or "64x96"), seed)
+        reference = TFReference(prefix, config, x)
+    else:
+        reference = GoldenReference(golden if golden is not None else find_golden(model.config))
+        note = ""
+    meta = getattr(model, "metadata", {})
+    model_name = (f"{weights} (SRN {model.config.variant}, width {model.config.width}"
+                  f"{', step ' + str(meta['step']) if meta.get('step') is not None else ''})")
+    detail_layer = layer or ("dec1_0" if heatmap is not None else None)
+    with reference:
+        result = compare(model, reference, isolate=isolate,
+                         levels=None if level is None else [level], layer=detail_layer,
+                         model_name=model_name)
+    if note:
+        result.notes.append(note)
+    if heatmap is not None:
+        pick = None
+        if layer is None and result.first_divergence_detail is not None:
+            pick = result.first_divergence_detail
+        elif result.details:
+            failing = [d for d in result.details if not d.passed]
+            pick = failing[0] if failing else result.details[-1]
+        if pick is not None:
+            write_heatmap(pick, heatmap)
+            result.notes.append(f"heatmap of {pick.layer} at level {pick.level} written to "
+                                f"{heatmap}")
+    data = result.to_dict()
+    if json_out == "-":
+        click.echo(json.dumps(data, indent=1))
+    else:
+        if json_out is not None:
+            text = json.dumps(data, indent=1)
+            atomic_write(Path(json_out), lambda tmp: Path(tmp).write_text(text))
+            set_default_mode(Path(json_out))
+            result.notes.append(f"JSON written to {json_out}")
+        click.echo(format_report(result, weights, show_layer=layer is not None))
+    return result
+
+
+@cli.command()
+@click.argument("weights", type=click.Path(exists=True, path_type=Path))
+@click.option("--golden", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Golden file to compare with. Default: the golden in the repository's golden/ "
+                   "(or $SRN_PORT_GOLDEN_DIR) whose variant and width are WEIGHTS'.")
+@click.option("--tf", "tf_ckpt", type=click.Path(exists=True, path_type=Path),
+              help="Compare with the live TF graph restored from this checkpoint (needs "
+                   "TensorFlow); the input is --input or --size.")
+@click.option("--input", "image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --tf: an image file as input (edge-padded to multiples of 16).")
+@click.option("--size", help="With --tf: a seeded random input of this HxW (default 64x96).")
+@click.option("--seed", type=int, default=0, help="Seed of the --size input.")
+@click.option("--layer", help="Show this layer in detail (e.g. enc2_1): where the error peaks, "
+                              "border versus interior, histogram.")
+@click.option("--level", type=int, callback=_level,
+              help="Compare only this pyramid level (0 = 1/4 size, 1 = 1/2, 2 = full).")
+@click.option("--isolate", is_flag=True,
+              help="Feed every layer the reference's own inputs: each row is then that layer's "
+                   "own error, without accumulation.")
+@click.option("--emulate", multiple=True, type=click.Choice(EMULATIONS),
+              help="Run the model with a naive PyTorch choice to see its failure mode "
+                   "(repeatable).")
+@click.option("--heatmap", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a PNG of the error map of --layer (else of the first divergent layer, "
+                   "else of the output).")
+@click.option("--json", "json_out", help="Write the comparison as JSON to this file ('-': to "
+                                         "stdout, instead of the table).")
+def diff(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emulate, heatmap,
+         json_out):
+    """Compare WEIGHTS (a converted .pt/.safetensors file or a TF checkpoint) with the TF
+    original, layer by layer and level by level, and explain the first divergence.
+
+    Exit status: 0 all within the tolerance table, 1 divergence, 2 usage error.
+    """
+    try:
+        result = _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate,
+                      emulate, heatmap, json_out)
+    except SrnPortError as exc:
+        err = click.ClickException(str(exc))
+        err.exit_code = EXIT_USAGE
+        raise err from None
+    if not result.passed:
+        click.get_current_context().exit(EXIT_DIVERGED)
