@@ -54,7 +54,9 @@ class ResnetBlock(nn.Module):
         self.conv2 = create_conv2d_same(dim, dim, ksize)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(F.relu(self.conv1(x))) + x
+        out = self.conv2(F.relu(self.conv1(x), inplace=True))
+        out += x  # in place on conv2's fresh output: one allocation less per block
+        return out
 
 
 class ConvLSTMCell(nn.Module):
@@ -171,8 +173,19 @@ class SRN(nn.Module):
 
         self.graph = level_graph(config)
         self._free_after = _liveness(self.graph)
+        self.memory_format = torch.contiguous_format
         self.emulate: Tuple[str, ...] = ()
         self.set_emulation(emulate)
+
+    def to_channels_last(self) -> "SRN":
+        """Keep weights and activations in NHWC layout (``torch.channels_last``).
+
+        oneDNN's CPU convolutions run NHWC natively; in NCHW every conv reorders its input
+        and output. Same arithmetic up to summation order (within the 'layer' tolerance).
+        """
+        self.to(memory_format=torch.channels_last)
+        self.memory_format = torch.channels_last
+        return self
 
     # -- emulation of naive ports (diagnostics only) ---------------------------------
     def set_emulation(self, emulate: Sequence[str]) -> None:
@@ -214,7 +227,7 @@ class SRN(nn.Module):
             return args[0][:, self.config.lstm_features:]
         module = getattr(self, node.name)
         if op in ("conv", "deconv"):
-            return F.relu(module(args[0]))
+            return F.relu(module(args[0]), inplace=True)
         if op in ("conv_linear", "resblock"):
             return module(args[0])
         raise AssertionError(f"unknown op {op!r}")
@@ -261,6 +274,7 @@ class SRN(nn.Module):
 
     def forward(self, x: torch.Tensor, capture: Optional[Capture] = None) -> List[torch.Tensor]:
         self.check_input(x)
+        x = x.contiguous(memory_format=self.memory_format)
         outputs: List[torch.Tensor] = []
         feeds = {"input": x, "prev_output": x, "prev_state": self.initial_state(x)}
         for level in range(N_LEVELS):
