@@ -136,6 +136,9 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
                            "CHECKPOINT); a golden file has its own fixed input.")
     if image is not None and size is not None:
         raise SrnPortError("--input and --size both choose the input; give one of them.")
+    if not weights.exists() and not weights.with_name(weights.name + ".index").exists():
+        raise SrnPortError(f"WEIGHTS '{weights}' does not exist. Give a converted weights file "
+                           f"(.pt/.safetensors) or a TF checkpoint (its folder or its prefix).")
     try:
         model = load_model(weights)
     except CheckpointError as exc:
@@ -200,11 +203,11 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
 
 
 @cli.command()
-@click.argument("weights", type=click.Path(exists=True, path_type=Path))
+@click.argument("weights", type=click.Path(path_type=Path))  # a checkpoint prefix is no file
 @click.option("--golden", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Golden file to compare with. Default: the golden in the repository's golden/ "
                    "(or $SRN_PORT_GOLDEN_DIR) whose variant and width are WEIGHTS'.")
-@click.option("--tf", "tf_ckpt", type=click.Path(exists=True, path_type=Path),
+@click.option("--tf", "tf_ckpt", type=click.Path(path_type=Path),
               help="Compare with the live TF graph restored from this checkpoint (needs "
                    "TensorFlow); the input is --input or --size.")
 @click.option("--input", "image", type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -1,0 +1,82 @@
+"""The committed goldens can be remade and agree with themselves (needs TF).
+
+1. tools/make_golden.py run on each committed checkpoint, into a temporary folder, gives
+   the committed tensors within the tolerance table (TF run to run: measured identical on
+   one machine; another CPU's oneDNN kernels may differ by round-off, which the table covers).
+2. make_checkpoint with the recorded seed and width remakes the committed checkpoint: the
+   same variables, and weights equal within 'regenerated_weights' (measured bit-identical).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from srn_port.checkpoint import read_checkpoint
+from srn_port.config import N_LEVELS, SRNConfig
+from srn_port.model import level_graph
+from srn_port.naming import classify
+from srn_port.parity.golden import GENERATED, GoldenFile
+from srn_port.tolerances import TOLERANCES, node_tolerance_keys, within
+
+pytestmark = pytest.mark.tf
+
+GOLDEN = REPO / "golden"
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("make_golden", REPO / "tools" / "make_golden.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("variant", GENERATED)
+def test_golden_remade_from_committed_checkpoint_agrees(tool, tmp_path, variant):
+    with GoldenFile(GOLDEN / f"{variant}.h5", require_checkpoint=True) as old:
+        h, w = old.info.input_shape[2:]
+        assert tool.main(["--checkpoint", str(GOLDEN / "ckpt" / variant), "--name", variant,
+                          "--out", str(tmp_path), "--size", f"{h}x{w}"]) == 0
+        with GoldenFile(tmp_path / f"{variant}.h5", require_checkpoint=True) as new:
+            assert new.info.config == old.info.config
+            assert new.info.checkpoint_sha256 == old.info.checkpoint_sha256
+            assert np.array_equal(new.input().numpy(), old.input().numpy())
+            graph = level_graph(old.info.config)
+            failures, worst = [], 0.0
+            for level in range(N_LEVELS):
+                for name, key in node_tolerance_keys(graph, level).items():
+                    a, b = new.tensor(level, name).numpy(), old.tensor(level, name).numpy()
+                    err, scale = float(np.abs(a - b).max()), float(np.abs(b).max())
+                    worst = max(worst, err / scale if scale else err)
+                    if not within(err, scale, TOLERANCES[key]):
+                        failures.append((level, name, key, err, scale))
+    assert not failures, failures
+    print(f"{variant}: TF run to run, worst relative difference {worst:.2e}")
+
+
+@pytest.mark.parametrize("variant", GENERATED)
+def test_make_checkpoint_with_the_recorded_seed_remakes_the_committed_one(tool, tmp_path,
+                                                                           variant):
+    with GoldenFile(GOLDEN / f"{variant}.h5", require_checkpoint=True) as golden:
+        attrs = golden.info.attrs
+        committed = read_checkpoint(golden.checkpoint_prefix())
+    prefix = tool.make_variant_checkpoint(tmp_path, SRNConfig(variant, int(attrs["width"])),
+                                          int(attrs["checkpoint_seed"]))
+    remade = read_checkpoint(prefix)
+    assert sorted(remade) == sorted(committed)
+    for name in committed:
+        assert remade[name].shape == committed[name].shape
+        assert remade[name].dtype == committed[name].dtype
+    classes = classify(committed)
+    tol = TOLERANCES["regenerated_weights"]
+    for name in classes.mapped:  # the model's weights
+        a, b = remade[name].astype(np.float64), committed[name].astype(np.float64)
+        assert within(float(np.abs(a - b).max()), float(np.abs(b).max()), tol), name
+    for name in ("Variable", "beta1_power", "beta2_power"):  # bookkeeping: exact
+        assert remade[name] == committed[name]
+    same = sum(np.array_equal(remade[n], committed[n]) for n in committed)
+    print(f"{variant}: {same} of {len(committed)} tensors bit-identical")
