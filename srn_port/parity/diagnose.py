@@ -360,10 +360,11 @@ def diagnose(case: NodeCase, chained_rel: Optional[float],
                 f"{correct_rel:.2e}"]
     node_diffs = [d for d in (weight_diffs or ()) if d.param.startswith(_node_params(node))]
     if _match(ours, ref, iso_key):
+        chained = "" if chained_rel is None else f" ({chained_rel:.2e})"
         return Diagnosis("round-off", (
             f"round-off accumulation: {node.name} is right when fed the reference's own inputs "
             f"(isolated error {iso_rel:.2e} of max |ref|, within '{iso_key}'), so no single layer "
-            f"is wrong; the chained error ({chained_rel:.2e}) grew from float32 round-off in the "
+            f"is wrong; the chained error{chained} grew from float32 round-off in the "
             f"layers before it. Check the per-layer errors with --isolate."), evidence)
     if not _match(correct, ref, iso_key) and not node_diffs:
         known = "" if weight_diffs is not None else " (the reference checkpoint is not available)"
