@@ -50,11 +50,11 @@ def _shape(shape) -> str:
 
 def format_table(result) -> str:
     lines = [f"{'level':>5}  {'layer':<15} {'shape':<14} {'max abs':>9} {'max rel':>9} "
-             f"{'mean abs':>9}  {'tolerance':<18} result"]
+             f"{'mean abs':>9}  {'tolerance (rel)':<19} result"]
     for r in result.rows:
-        tol = f"{r.tolerance} {r.tolerance_rel:g}"
+        tol = f"{r.tolerance} {r.tolerance_rel:.0e}" if r.tolerance_rel else f"{r.tolerance} 0"
         lines.append(f"{r.level:>5}  {r.layer:<15} {_shape(r.shape):<14} {_fmt(r.max_abs_err):>9} "
-                     f"{_fmt(r.max_rel_err):>9} {_fmt(r.mean_abs_err):>9}  {tol:<18} "
+                     f"{_fmt(r.max_rel_err):>9} {_fmt(r.mean_abs_err):>9}  {tol:<19} "
                      f"{'pass' if r.passed else 'FAIL'}{'  ' + r.note if r.note else ''}")
     return "\n".join(lines)
 
