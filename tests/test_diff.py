@@ -333,6 +333,24 @@ def test_weights_that_are_neither_file_nor_checkpoint(tmp_path):
     assert diff(bad_pt).exit_code == 2
 
 
+def test_cli_module_imports_without_torch():
+    import subprocess
+    import sys
+
+    from srn_port.cli import diff as diff_module
+    from srn_port.model import EMULATIONS
+    assert diff_module.EMULATIONS == EMULATIONS
+    # The other commands' modules are stubbed: this checks diff.py's own imports only.
+    others = [p.stem for p in (REPO / "srn_port" / "cli").glob("*.py")
+              if p.stem not in ("__init__", "diff")]
+    code = ("import sys, types; sys.modules['torch'] = None; sys.modules['tensorflow'] = None\n"
+            f"for name in {others!r}:\n"
+            "    sys.modules['srn_port.cli.' + name] = types.ModuleType(name)\n"
+            "import srn_port.cli.diff\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
 def test_conflicting_options():
     assert diff(CKPT["color"], "--size", "64x96").exit_code == 2
     both = diff(CKPT["color"], "--golden", GOLDEN / "color.h5", "--tf", CKPT["color"])
