@@ -84,8 +84,9 @@ def setups(tmp_path_factory):
         if name not in made:
             if name == "trained":
                 if not (TRAINED / "checkpoint").is_file():
-                    pytest.skip(f"{TRAINED.relative_to(REPO)} is not in the repository yet (issue 6 "
-                                f"trains it); the random checkpoints cover the pipeline")
+                    pytest.skip(f"{TRAINED.relative_to(REPO)} is not in the repository yet "
+                                f"(issue 6 trains it); the random checkpoints cover the "
+                                f"pipeline")
                 from srn_port.checkpoint import CheckpointReader
 
                 with CheckpointReader(TRAINED) as reader:
