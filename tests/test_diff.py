@@ -245,6 +245,14 @@ def test_layer_detail_matches_an_independent_computation(tmp_path):
     assert img is not None and img.shape[1] >= 384 and img.std() > 0
 
 
+def test_error_from_a_level_not_compared_is_called_upstream():
+    code, data = diff_json(CKPT["color"], "--emulate", "torch-padding", "--level", "1")
+    assert code == 1 and {r["level"] for r in data["rows"]} == {1}
+    assert data["first_divergence"]["layer"] == "inp_pred"  # level 0's wrong output, resized
+    assert data["diagnosis"]["cause"] == "upstream"
+    assert "level(s) 0, which were run but not compared" in data["diagnosis"]["summary"]
+
+
 def test_heatmap_without_layer_shows_the_first_divergence(tmp_path):
     heat = tmp_path / "h.png"
     result = diff(CKPT["color"], "--emulate", "torch-resize", "--heatmap", heat)

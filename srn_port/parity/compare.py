@@ -172,7 +172,9 @@ def compare(model: SRN, reference: Reference, *, isolate: bool = False,
                 args = [feeds[i] if i in feeds else ref_level[i] for i in node.inputs]
                 case = NodeCase(node, level, level_size(x.shape[-2], x.shape[-1], level), args,
                                 ref, model, base)
-                result.diagnosis = diagnose(case, row.max_rel_err if chained else None, wdiffs)
+                skipped = [lv for lv in range(level) if lv not in levels] if chained else []
+                result.diagnosis = diagnose(case, row.max_rel_err if chained else None, wdiffs,
+                                            skipped)
 
     with torch.no_grad():
         if isolate:

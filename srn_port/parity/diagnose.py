@@ -45,6 +45,7 @@ CAUSES = {
     "weight-layout": "weight layout (kernel axes or channel order) of a correct weight",
     "weights-differ": "the weights are not the reference checkpoint's",
     "round-off": "float32 round-off accumulated along the chain",
+    "upstream": "the error came in from earlier levels that were not compared",
     "layer-wrong": "this layer itself computes something else",
     "reference-mismatch": "the reference does not follow from its own checkpoint",
 }
@@ -343,10 +344,12 @@ def _node_params(node: Node) -> str:
 
 # -- the decision -------------------------------------------------------------------------
 def diagnose(case: NodeCase, chained_rel: Optional[float],
-             weight_diffs: Optional[Sequence[WeightDifference]]) -> Diagnosis:
+             weight_diffs: Optional[Sequence[WeightDifference]],
+             unverified_levels: Sequence[int] = ()) -> Diagnosis:
     """Name the cause of the divergence at ``case``. ``chained_rel``: the node's relative
     error in the chained run (None when comparing isolated); ``weight_diffs``: differences
-    of the whole model's weights from the reference checkpoint (None if unknown)."""
+    of the whole model's weights from the reference checkpoint (None if unknown);
+    ``unverified_levels``: earlier levels the chained run went through without comparing."""
     node, ref = case.node, case.reference
     iso_key = "exact" if node.op in EXACT_OPS else "layer"
     with torch.no_grad():
@@ -359,6 +362,13 @@ def diagnose(case: NodeCase, chained_rel: Optional[float],
                 f"srn-port's TF-exact {node.name} with the reference's weights is off by "
                 f"{correct_rel:.2e}"]
     node_diffs = [d for d in (weight_diffs or ()) if d.param.startswith(_node_params(node))]
+    if _match(ours, ref, iso_key) and unverified_levels:
+        shown = ", ".join(str(lv) for lv in unverified_levels)
+        return Diagnosis("upstream", (
+            f"the error comes from upstream: {node.name} is right when fed the reference's own "
+            f"inputs (isolated error {iso_rel:.2e} of max |ref|), so its inputs already differ; "
+            f"they come from level(s) {shown}, which were run but not compared. Run without "
+            f"--level to find where the divergence starts."), evidence)
     if _match(ours, ref, iso_key):
         chained = "" if chained_rel is None else f" ({chained_rel:.2e})"
         return Diagnosis("round-off", (
