@@ -94,7 +94,8 @@ def test_naive_padding_is_found_at_enc2_1_and_explained():
     result = diff(CKPT["color"], "--emulate", "torch-padding")
     assert result.exit_code == 1
     assert "FIRST DIVERGENCE: enc2_1 at level 0" in flat(result)
-    assert "diagnosis (stride2-padding): one-pixel shift after a stride-2 convolution" in flat(result)
+    text = flat(result)
+    assert "diagnosis (stride2-padding): one-pixel shift after a stride-2 convolution" in text
     assert "pads 1 before and 2 after" in flat(result)
     code, data = diff_json(CKPT["lstm"], "--emulate", "torch-padding")
     assert code == 1
@@ -129,7 +130,8 @@ def test_one_perturbed_weight_is_found_at_its_layer(tmp_path):
     assert result.exit_code == 1
     assert "FIRST DIVERGENCE: dec2_2 at level 0" in flat(result)
     assert "diagnosis (weights-differ)" in flat(result)
-    assert "dec2_2.conv1.weight (g_net/dec2_2/conv1/weights): 1 of 1600 elements differ" in flat(result)
+    assert ("dec2_2.conv1.weight (g_net/dec2_2/conv1/weights): 1 of 1600 elements differ"
+            in flat(result))
     code, data = diff_json(weights, "--isolate")
     assert code == 1 and data["first_divergence"]["layer"] == "dec2_2"
     # Isolated, the error does not propagate: only dec2_2 fails, at every level.

@@ -17,7 +17,7 @@ import torch
 
 from ..config import N_LEVELS, level_size
 from ..errors import SrnPortError
-from ..model import OUTPUT_NODE, SRN, Node
+from ..model import OUTPUT_NODE, SRN, STATE_NODE, Node
 from ..tolerances import TOLERANCES, node_tolerance_keys, within
 from .detail import LayerDetail, layer_detail
 from .diagnose import Diagnosis, NodeCase, WeightDifference, diagnose, weight_differences
@@ -196,11 +196,10 @@ def compare(model: SRN, reference: Reference, *, isolate: bool = False,
                 if level in levels:
                     ref_level = reference.level(level)
                     keys = node_tolerance_keys(model.graph, level)
-
-                    def capture(lv, name, t, ref_level=ref_level, keys=keys):
-                        judge(lv, by_name[name], t, ref_level, keys, True)
+                    capture = (lambda lv, name, t, ref_level=ref_level, keys=keys:  # noqa: E731
+                               judge(lv, by_name[name], t, ref_level, keys, True))
                 out = model.run_level(level, feeds, capture)
                 feeds = {"input": x, "prev_output": out[OUTPUT_NODE],
-                         "prev_state": out.get("convLSTM_state")}
+                         "prev_state": out.get(STATE_NODE)}
     return result
 

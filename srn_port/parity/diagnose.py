@@ -16,7 +16,7 @@ import copy
 import itertools
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -305,9 +305,10 @@ def weight_differences(ours: Mapping[str, torch.Tensor], ref: Mapping[str, torch
     for name, r in ref.items():
         o = ours.get(name)
         if o is None or o.shape != r.shape:
+            found = None if o is None else tuple(o.shape)
             out.append(WeightDifference(name, torch_to_tf_name(name), r.numel(), r.numel(),
-                                        float("inf"), (), f"shape {None if o is None else tuple(o.shape)}"
-                                        f", reference {tuple(r.shape)}"))
+                                        float("inf"), (),
+                                        f"shape {found}, reference {tuple(r.shape)}"))
             continue
         d = (o.float() - r.float()).abs()
         if within(float(d.max()) if d.numel() else 0.0, float(r.abs().max()) if r.numel() else 0.0,
@@ -392,7 +393,8 @@ def diagnose(case: NodeCase, chained_rel: Optional[float],
                     evidence.append(f"recomputed with {label}, {node.name} reproduces the model's "
                                     f"output (off by {_rel(out, ours):.2e} of it)")
                     return Diagnosis(mistake.cause, mistake.explain(case, label), evidence)
-        perm = channel_permutation(ours, ref) if node.op in ("conv", "conv_linear", "deconv") else None
+        perm = (channel_permutation(ours, ref)
+                if node.op in ("conv", "conv_linear", "deconv") else None)
     if perm is not None:
         shown = perm if len(perm) <= 16 else perm[:16] + ["..."]
         return Diagnosis("weight-layout", (

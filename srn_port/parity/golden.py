@@ -225,7 +225,8 @@ class GoldenFile:
         try:
             prefix = self.checkpoint_prefix()
         except SrnPortError as exc:
-            raise self._stale(f"its checkpoint cannot be located ({exc})", info.regenerate) from None
+            raise self._stale(f"its checkpoint cannot be located ({exc})",
+                              info.regenerate) from None
         found = checkpoint_hashes(prefix)
         if found != info.checkpoint_sha256:
             changed = sorted(k for k in set(found) | set(info.checkpoint_sha256)
@@ -287,8 +288,9 @@ def find_golden(config: SRNConfig, directory: Optional[Path] = None) -> Path:
     if not match:
         raise GoldenError(
             f"No golden file in {where} is for an SRN {config.variant} model of width "
-            f"{config.width}, which is what WEIGHTS is. Found:\n{have}\nPass --golden FILE, compare "
-            f"against live TensorFlow with --tf CHECKPOINT, or make a golden for your checkpoint: "
+            f"{config.width}, which is what WEIGHTS is. Found:\n{have}\nPass --golden FILE, "
+            f"compare against live TensorFlow with --tf CHECKPOINT, or make a golden for your "
+            f"checkpoint: "
             f"{MAKE_GOLDEN} --checkpoint CHECKPOINT_DIR --name NAME")
     names = ", ".join(g.path.name for g in match)
     raise GoldenError(f"Several golden files in {where} are for SRN {config.variant} width "
