@@ -188,11 +188,14 @@ def make_checkpoint(out_dir, config: SRNConfig, seed: int = 0, step: int = RELEA
         missing = sorted(set(model_vars) - set(values))
         if missing:
             raise ValueError(f"weights lack {missing[:5]}...")
+        # One run assigns every weight (per-variable Variable.load is one run each).
+        feeds = {name: tf.compat.v1.placeholder(var.dtype.base_dtype, var.shape)
+                 for name, var in model_vars.items()}
+        assign = tf.group(*[var.assign(feeds[name]) for name, var in model_vars.items()])
         saver = tf.compat.v1.train.Saver(max_to_keep=None)
         with _session(tf, graph, threads) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
-            for name, var in model_vars.items():
-                var.load(values[name], sess)
+            sess.run(assign, feed_dict={feeds[n]: values[n] for n in model_vars})
             sess.run(train_op)
             global_step.load(step, sess)
             prefix = saver.save(sess, str(out_dir / MODEL_NAME), global_step=step)
