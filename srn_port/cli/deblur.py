@@ -118,7 +118,8 @@ def _given(ctx, name: str) -> bool:
     return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
 
 
-@cli.command()
+@cli.command(short_help="Deblur image files and folders (full resolution, or the original's "
+                        "pipeline).")
 @click.argument("weights", type=click.Path(exists=True, path_type=Path))
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True,
                 type=click.Path(exists=True, path_type=Path))
