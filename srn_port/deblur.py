@@ -17,6 +17,11 @@ Two pipelines around the network (``mode``):
     Its outputs equal the TF original's on the same image and checkpoint
     (tests/test_deblur_tf.py). 8-bit only: the original read 8-bit RGB, so there is no
     original behaviour to replay for 16 bits (:class:`ImageError`; use ``"full"``).
+    Not replayed: ``scipy.misc.imresize`` guessed the channel axis as the first axis of
+    length 3, so the original mis-resized an image whose fitted size is 3 pixels on a side;
+    here the channels are always last. An image that the canvas shrinks to 0 pixels (e.g.
+    1x5000) is an :class:`ImageError` (the original crashes). Files are written by OpenCV
+    (JPEG quality 95; the original's ``scipy.misc.imsave`` used PIL's default, 75).
 
 Both modes, beyond what the original accepted:
 
