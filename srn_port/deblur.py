@@ -42,15 +42,16 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
 from .config import SIZE_MULTIPLE
 from .errors import SrnPortError
+
+if TYPE_CHECKING:  # annotations only; torch itself is imported where it is used
+    import torch
 
 MODES = ("full", "original")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -158,16 +159,8 @@ def write_image(path, image: np.ndarray) -> None:
     def write(tmp):
         with open(tmp, "wb") as f:
             f.write(data)
-        # mkstemp creates the file 0600; an image gets the mode a plain open() would give.
-        os.chmod(tmp, 0o666 & ~_umask())
 
     atomic_write(path, write)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -182,6 +175,7 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` -> cuda, else mps, else cpu; an explicit device must be available."""
+    import torch  # imported on use: the CLI module must start without torch
     if isinstance(device, torch.device):
         return device
     if device not in DEVICES:
@@ -205,6 +199,7 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
     where PyTorch does not support it: fp16 runs on cuda and mps (CPU half-precision
     convolutions are not what CPUs are built for: use bf16 there); bf16 on cpu and cuda
     (GPUs with bf16 support)."""
+    import torch  # imported on use: the CLI module must start without torch
     if precision not in PRECISIONS:
         raise SrnPortError(f"Unknown precision '{precision}'; expected one of "
                            f"{', '.join(PRECISIONS)}.")
@@ -229,6 +224,7 @@ def _numerics(device: torch.device, amp: Optional[torch.dtype]) -> Iterator[None
     """inference_mode, plus autocast for fp16/bf16. For fp32 on CUDA, TF32 convolutions
     (PyTorch's cuDNN default on Ampere and later, ~1e-3 relative error) are switched off
     for the duration, so fp32 means fp32 as in the original."""
+    import torch  # imported on use: the CLI module must start without torch
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode())
         if amp is not None:
@@ -240,6 +236,7 @@ def _numerics(device: torch.device, amp: Optional[torch.dtype]) -> Iterator[None
 
 @contextlib.contextmanager
 def _ieee_cudnn_conv() -> Iterator[None]:
+    import torch  # imported on use: the CLI module must start without torch
     conv = getattr(torch.backends.cudnn, "conv", None)
     if conv is not None and hasattr(conv, "fp32_precision"):
         old = conv.fp32_precision
@@ -271,6 +268,7 @@ def _run_network(model, x: np.ndarray, device: torch.device,
     models take the planes as a batch of 1-channel samples. A 1-plane input to a color
     model runs as three equal planes and the outputs are averaged.
     """
+    import torch  # imported on use: the CLI module must start without torch
     planes = x.shape[2]
     t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))).to(device)
     if model.config.channels == 3:

@@ -169,3 +169,12 @@ def test_convert_to_safetensors_never_imports_torch(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert load_model(tmp_path / "m.safetensors").config == SRNConfig("color", 4)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    write_srn_checkpoint(tmp_path / "c", SRNConfig("color", 4))
+    convert(tmp_path / "c", tmp_path / "m.safetensors")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask

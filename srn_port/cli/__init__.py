@@ -39,8 +39,7 @@ def main(argv=None):
 # Each module adds its commands to `cli` (imported last: they import `cli` from here).
 from . import convert as _convert  # noqa: E402,F401
 from . import deblur as _deblur  # noqa: E402,F401
-
+from . import diff as _diff  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-from . import diff as _diff  # noqa: E402,F401
