@@ -202,7 +202,8 @@ class SRN(nn.Module):
     def _resize(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         if "torch-resize" in self.emulate:
             return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        return tf_resize_bilinear(x, size)
+        # TF's kernel computes in float32; a reduced-precision model gets its dtype back.
+        return tf_resize_bilinear(x, size).to(x.dtype)
 
     # -- graph evaluation --------------------------------------------------------------
     def node_names(self) -> Tuple[str, ...]:
