@@ -1,0 +1,389 @@
+#!/usr/bin/env python
+"""Benchmark srn-port against the TF original, in one run on one machine.
+
+Every measurement runs in its own child process (so one framework's memory does not
+inflate the other's peak RSS), with the same thread count on both sides:
+
+* inference: the TF reference graph (steady-state ``session.run`` after warm-up) and
+  srn-port (eager PyTorch, steady state) on the same full-width checkpoint and the same
+  input, per variant and size (gray/lstm run the three-plane batch, as in use);
+  minimum and median seconds, ratio TF/srn-port, megapixels per second, peak RSS;
+* conversion: ``srn-port convert`` of a full training checkpoint (Adam slots included)
+  as a whole process, against loading the same checkpoint through TensorFlow, also as a
+  whole process;
+* reduced precision: bf16 (and fp16 where the device supports it) speed, and the PSNR of
+  the reduced-precision output against fp32.
+
+Prints a table and writes JSON. Needs the [tf] extra. Example::
+
+    python tools/bench.py --threads 2 --reps 5 --json out/bench/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VARIANTS = ("color", "gray", "lstm")
+SIZES = ((256, 256), (720, 1280))
+
+
+def _batch(variant: str) -> int:
+    return 1 if variant == "color" else 3
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process. VmHWM, not ru_maxrss: the latter survives
+    fork+exec, so a child would report its parent's peak if that was higher."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _input(variant: str, h: int, w: int):
+    import numpy as np
+
+    channels = 3 if variant == "color" else 1
+    return np.random.default_rng(0).random((_batch(variant), h, w, channels), dtype=np.float32)
+
+
+# -- child processes ---------------------------------------------------------------------
+
+
+def child_tf(args) -> dict:
+    import numpy as np
+
+    from srn_port.config import SRNConfig
+    from srn_port.tf_reference import ReferenceModel
+
+    x = _input(args.variant, args.height, args.width)
+    cfg = SRNConfig(args.variant, 32)
+    ref = ReferenceModel(args.checkpoint, cfg, x.shape, threads=args.threads, record=False)
+    times = []
+    for i in range(args.warmup + args.reps):
+        t = time.perf_counter()
+        out = ref.sess.run(ref.outputs[-1], feed_dict={ref.inputs: x})
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t)
+    if args.save_output:
+        np.save(args.save_output, out)
+    return {"times": times, "peak_rss_mb": _peak_rss_mb()}
+
+
+def child_torch(args) -> dict:
+    import numpy as np
+    import torch
+
+    import contextlib
+
+    from srn_port import load_model
+
+    torch.set_num_threads(args.threads)
+    x_np = _input(args.variant, args.height, args.width)
+    model = load_model(args.weights, channels_last=bool(args.channels_last))
+    x = torch.from_numpy(x_np).permute(0, 3, 1, 2)
+    amp = None
+    if args.precision == "bf16":  # as `srn-port deblur --precision bf16`: a bf16 model
+        model, x = model.to(torch.bfloat16), x.to(torch.bfloat16)
+    elif args.precision == "fp16":  # as deblur: autocast (fp16 lacks bf16's range)
+        amp = torch.float16
+    times = []
+    with torch.inference_mode(), (torch.autocast("cpu", dtype=amp) if amp
+                                  else contextlib.nullcontext()):
+        for i in range(args.warmup + args.reps):
+            t = time.perf_counter()
+            out = model(x)[-1]
+            if i >= args.warmup:
+                times.append(time.perf_counter() - t)
+    if args.save_output:
+        np.save(args.save_output, out.float().permute(0, 2, 3, 1).contiguous().numpy())
+    return {"times": times, "peak_rss_mb": _peak_rss_mb()}
+
+
+def child_tf_load(args) -> dict:
+    from srn_port.tf_reference import import_tf
+
+    tf, _ = import_tf()
+    reader = tf.train.load_checkpoint(str(args.checkpoint))
+    n = sum(reader.get_tensor(k).size for k in reader.get_variable_to_shape_map())
+    return {"elements": int(n), "peak_rss_mb": _peak_rss_mb()}
+
+
+CHILDREN = {"tf": child_tf, "torch": child_torch, "tf-load": child_tf_load}
+
+
+def run_child(kind: str, **kw) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind]
+    for key, value in kw.items():
+        if value is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        raise RuntimeError(f"child {kind} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def time_process(cmd, reps: int) -> list:
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        times.append(time.perf_counter() - t)
+    return times
+
+
+# -- the benchmark -----------------------------------------------------------------------
+
+
+def psnr(test, ref) -> float:
+    """PSNR of ``test`` against ``ref`` with the reference's own dynamic range as the peak
+    (the random full-width checkpoints do not produce [0, 1] images; for an image model's
+    [0, 1] output this is the usual PSNR)."""
+    import numpy as np
+
+    ref = ref.astype(np.float64)
+    peak = float(ref.max() - ref.min())
+    mse = float(np.mean((test.astype(np.float64) - ref) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(peak ** 2 / mse)
+
+
+def trained_bf16_psnr(threads: int) -> dict:
+    """bf16 against fp32 on what deblurring really sees: the trained example checkpoint
+    (examples/trained/color) on a photo of ../shared, through `deblur_image`."""
+    import numpy as np
+    import torch
+
+    from srn_port import deblur_image, load_model
+    from srn_port.deblur import read_image
+
+    torch.set_num_threads(threads)
+    photo = REPO.parent / "shared" / "data" / "srn_testing_set" / "07.png"
+    ckpt = REPO / "examples" / "trained" / "color"
+    if not photo.exists() or not (ckpt / "checkpoint").exists():
+        return {"skipped": f"needs {photo} and {ckpt}"}
+    model = load_model(ckpt)
+    image = read_image(photo)
+    ref = deblur_image(model, image, precision="fp32").astype(np.float64)
+    out = deblur_image(model, image, precision="bf16").astype(np.float64)
+    mse = float(np.mean((out - ref) ** 2))
+    return {"image": photo.name, "checkpoint": str(ckpt.relative_to(REPO)),
+            "psnr_8bit_db": float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse),
+            "max_abs_levels": float(np.abs(out - ref).max())}
+
+
+def machine_info(threads: int) -> dict:
+    import torch
+
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "threads": threads}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import tensorflow as tf  # noqa: F401  (version only)
+        info["tensorflow"] = tf.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def summarize(times) -> dict:
+    return {"min_s": min(times), "median_s": statistics.median(times), "reps": len(times)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--sizes", default=",".join(f"{h}x{w}" for h, w in SIZES))
+    p.add_argument("--precisions", default="bf16", help="reduced precisions to measure")
+    p.add_argument("--work-dir", type=Path, default=REPO / "out" / "bench")
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--skip-conversion", action="store_true")
+    # child-process options
+    p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    p.add_argument("--height", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--width", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    p.add_argument("--weights", help=argparse.SUPPRESS)
+    p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    p.add_argument("--save-output", help=argparse.SUPPRESS)
+    p.add_argument("--channels-last", type=int, default=1,
+                   help="srn-port side: NHWC layout (1, default) or NCHW (0)")
+    args = p.parse_args(argv)
+
+    if args.child:
+        print(json.dumps(CHILDREN[args.child](args)))
+        return 0
+
+    from srn_port.config import SRNConfig
+    from srn_port.convert import convert
+    from srn_port.tf_reference import make_checkpoint
+
+    variants = [v for v in args.variants.split(",") if v]
+    sizes = [tuple(int(s) for s in hw.split("x")) for hw in args.sizes.split(",") if hw]
+    precisions = [q for q in args.precisions.split(",") if q]
+    work = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    result = {"machine": machine_info(args.threads), "inference": [], "precision": [],
+              "conversion": None}
+    print(f"machine: {result['machine']}")
+
+    ckpts = {}
+    for variant in variants:
+        folder = work / f"ckpt_{variant}"
+        if not (folder / "checkpoint").exists():
+            make_checkpoint(folder, SRNConfig(variant, 32), seed=0)
+        weights = work / f"{variant}.pt"
+        if not weights.exists():
+            convert(folder, weights)
+        ckpts[variant] = (folder / "deblur.model-523000", weights)
+
+    common = dict(threads=args.threads, reps=args.reps, warmup=args.warmup)
+    pt_common = dict(common, channels_last=args.channels_last)
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in variants:
+            prefix, weights = ckpts[variant]
+            for h, w in sizes:
+                ref_out = Path(tmp) / f"tf_{variant}_{h}x{w}.npy"
+                tf_res = run_child("tf", variant=variant, height=h, width=w, checkpoint=prefix,
+                                   save_output=ref_out, **common)
+                pt_out = Path(tmp) / f"pt_{variant}_{h}x{w}.npy"
+                pt_res = run_child("torch", variant=variant, height=h, width=w, weights=weights,
+                                   save_output=pt_out, **pt_common)
+                mp = h * w / 1e6  # one RGB image (gray/lstm: its three planes)
+                import numpy as np
+                ref_arr, pt_arr = np.load(ref_out), np.load(pt_out)
+                row = {"variant": variant, "size": f"{h}x{w}", "batch": _batch(variant),
+                       "tf": {**summarize(tf_res["times"]), "peak_rss_mb": tf_res["peak_rss_mb"]},
+                       "srn_port": {**summarize(pt_res["times"]),
+                                    "peak_rss_mb": pt_res["peak_rss_mb"]},
+                       "max_abs_err_vs_tf": float(np.abs(ref_arr - pt_arr).max())}
+                row["speedup_tf_over_srn_port"] = row["tf"]["median_s"] / row["srn_port"]["median_s"]
+                row["tf"]["megapixels_per_s"] = mp / row["tf"]["median_s"]
+                row["srn_port"]["megapixels_per_s"] = mp / row["srn_port"]["median_s"]
+                result["inference"].append(row)
+                print(f"{variant:5} {h}x{w}: TF {row['tf']['median_s']:.3f}s "
+                      f"srn-port {row['srn_port']['median_s']:.3f}s "
+                      f"ratio {row['speedup_tf_over_srn_port']:.2f} "
+                      f"RSS TF {row['tf']['peak_rss_mb']:.0f} MB / srn-port "
+                      f"{row['srn_port']['peak_rss_mb']:.0f} MB", flush=True)
+                for precision in precisions:
+                    q_out = Path(tmp) / f"{precision}_{variant}_{h}x{w}.npy"
+                    try:
+                        q_res = run_child("torch", variant=variant, height=h, width=w,
+                                          weights=weights, precision=precision,
+                                          save_output=q_out, **pt_common)
+                    except RuntimeError as exc:
+                        result["precision"].append({"variant": variant, "size": f"{h}x{w}",
+                                                    "precision": precision,
+                                                    "error": str(exc).splitlines()[-1]})
+                        continue
+                    q_row = {"variant": variant, "size": f"{h}x{w}", "precision": precision,
+                             **summarize(q_res["times"]), "peak_rss_mb": q_res["peak_rss_mb"],
+                             "psnr_vs_fp32_db": psnr(np.load(q_out), pt_arr),
+                             "speedup_tf_over_it": row["tf"]["median_s"] / statistics.median(q_res["times"])}
+                    result["precision"].append(q_row)
+                    print(f"      {precision}: {q_row['median_s']:.3f}s ratio TF/{precision} "
+                          f"{q_row['speedup_tf_over_it']:.2f} PSNR vs fp32 "
+                          f"{q_row['psnr_vs_fp32_db']:.1f} dB", flush=True)
+
+    if "bf16" in precisions:
+        result["bf16_trained_photo"] = trained_bf16_psnr(args.threads)
+        print(f"bf16 vs fp32 on a photo, trained example: {result['bf16_trained_photo']}")
+
+    if not args.skip_conversion:
+        prefix, _ = ckpts[variants[0]]
+        tmp_out = Path(tempfile.mkdtemp())
+        tf_cmd = [sys.executable, __file__, "--child", "tf-load", "--checkpoint", str(prefix)]
+        tf_t = time_process(tf_cmd, args.reps)
+        result["conversion"] = {"checkpoint": str(prefix), "variant": variants[0],
+                                "tf_load_checkpoint": summarize(tf_t), "srn_port_convert": {}}
+        for fmt in ("safetensors", "pt"):
+            srn = [sys.executable, "-m", "srn_port", "convert", str(prefix),
+                   str(tmp_out / f"m.{fmt}"), "--force", "-q"]
+            conv_t = time_process(srn, args.reps)
+            result["conversion"]["srn_port_convert"][fmt] = {
+                **summarize(conv_t), "speedup": statistics.median(tf_t) / statistics.median(conv_t)}
+            print(f"conversion ({variants[0]}, full checkpoint with Adam slots) to .{fmt}: "
+                  f"srn-port convert {statistics.median(conv_t):.2f}s, TF load "
+                  f"{statistics.median(tf_t):.2f}s, ratio "
+                  f"{statistics.median(tf_t) / statistics.median(conv_t):.1f}x")
+
+    print()
+    print(format_table(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def format_table(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"Machine: {m.get('cpu')}, {m.get('cores')} cores, threads={m['threads']} (both "
+             f"sides); torch {m.get('torch')}, TF {m.get('tensorflow', '?')}", "",
+             "| variant | size | batch | TF median s | srn-port median s | TF/srn-port | "
+             "srn-port MP/s | TF peak RSS MB | srn-port peak RSS MB | max abs err |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["inference"]:
+        lines.append(f"| {r['variant']} | {r['size']} | {r['batch']} | {r['tf']['median_s']:.3f} | "
+                     f"{r['srn_port']['median_s']:.3f} | {r['speedup_tf_over_srn_port']:.2f}x | "
+                     f"{r['srn_port']['megapixels_per_s']:.2f} | {r['tf']['peak_rss_mb']:.0f} | "
+                     f"{r['srn_port']['peak_rss_mb']:.0f} | {r['max_abs_err_vs_tf']:.1e} |")
+    if result["precision"]:
+        lines += ["", "| variant | size | precision | median s | TF/it | PSNR vs fp32 dB (peak = output range) |",
+                  "|---|---|---|---|---|---|"]
+        for r in result["precision"]:
+            if "error" in r:
+                lines.append(f"| {r['variant']} | {r['size']} | {r['precision']} | "
+                             f"unsupported: {r['error']} | | |")
+            else:
+                lines.append(f"| {r['variant']} | {r['size']} | {r['precision']} | "
+                             f"{r['median_s']:.3f} | {r['speedup_tf_over_it']:.2f}x | "
+                             f"{r['psnr_vs_fp32_db']:.1f} |")
+    t = result.get("bf16_trained_photo")
+    if t and "psnr_8bit_db" in t:
+        lines += ["", f"bf16 against fp32 through `srn-port deblur` on {t['image']} (720x1280) "
+                      f"with the trained example: PSNR {t['psnr_8bit_db']:.1f} dB, max "
+                      f"difference {t['max_abs_levels']:.0f} levels (8-bit)."]
+    c = result.get("conversion")
+    if c:
+        lines += ["", f"Conversion of a full training checkpoint ({c['variant']}, width 32, with "
+                      f"Adam slots), whole processes, median of {c['tf_load_checkpoint']['reps']}:",
+                  "", "| process | median s | min s | TF / it |", "|---|---|---|---|",
+                  f"| TensorFlow `tf.train.load_checkpoint` + read all | "
+                  f"{c['tf_load_checkpoint']['median_s']:.2f} | "
+                  f"{c['tf_load_checkpoint']['min_s']:.2f} | 1.0x |"]
+        for fmt, r in c["srn_port_convert"].items():
+            lines.append(f"| `srn-port convert` to .{fmt} | {r['median_s']:.2f} | "
+                         f"{r['min_s']:.2f} | {r['speedup']:.1f}x |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
