@@ -41,3 +41,16 @@ def tf_checkpoints(tmp_path_factory):
         return made[key]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's PyTorch work on one thread. Small test tensors gain nothing from two,
+    and on a shared 2-core machine OpenMP's barrier can spin for a long time per op
+    (measured 50 ms instead of 1 ms per width-4 conv)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -31,18 +31,10 @@ from srn_port.weights import save_weights
 from _deblur_ckpt import smooth_picture, tame_model
 from conftest import SHARED
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PHOTOS = SHARED / "data" / "srn_testing_set"
 CANVAS = dict(height=64, width=96)  # a small --mode original canvas keeps these tests fast
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small images: OpenMP's thread start-up costs more than it saves, and on a loaded
-    # 2-core machine two threads can spin-wait for seconds per convolution.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

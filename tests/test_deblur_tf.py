@@ -35,7 +35,7 @@ from srn_port.deblur import deblur_image, read_image
 from _deblur_ckpt import smooth_picture, tame_weights
 from conftest import REPO, SHARED
 
-pytestmark = pytest.mark.tf
+pytestmark = [pytest.mark.tf, pytest.mark.usefixtures("one_torch_thread")]
 
 PHOTOS = SHARED / "data" / "srn_testing_set"
 PHOTO_NAMES = ("01.png", "07.png", "08.png", "4c6.png")
@@ -51,17 +51,6 @@ MAX_LEVEL_DIFFERENCE = 1
 CANVAS = (720, 1280)
 SMALL_CANVAS = (64, 96)
 RANDOM = ("color", "gray", "lstm")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Measured on the 2-core CI-like machine while other jobs ran: two OpenMP threads
-    # spin-waiting for a descheduled sibling made a width-4 forward 5-10x slower than one
-    # thread; one thread costs at most 2x when the machine is idle.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _sample() -> np.ndarray:

@@ -23,18 +23,10 @@ from srn_port.parity import GoldenFile, GoldenReference, compare
 from srn_port.parity.diagnose import NodeCase, diagnose
 from srn_port.weights import save_weights
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 GOLDEN = REPO / "golden"
 CKPT = {v: GOLDEN / "ckpt" / v for v in ("color", "gray", "lstm")}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Width-4 tensors gain nothing from two threads, and OpenMP's barrier stalls when the
-    # 2-core machine is shared.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

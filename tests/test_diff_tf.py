@@ -16,21 +16,12 @@ from srn_port.model import level_graph
 from srn_port.parity import TFReference, random_input
 from srn_port.tf_reference import run_reference
 
-pytestmark = pytest.mark.tf
+pytestmark = [pytest.mark.tf, pytest.mark.usefixtures("one_torch_thread")]
 
 WIDTH = 32  # released
 #: One checkpoint for all tests (making one takes ~15 s): the lstm variant, whose level-by-level
 #: reference must also hand on the ConvLSTM state.
 VARIANT = "lstm"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small inputs; and OpenMP's barrier stalls when the 2-core machine is shared.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def diff(*args):

@@ -23,17 +23,9 @@ from srn_port.parity.golden import (FORMAT_VERSION, GENERATED, GoldenError, Gold
                                     regenerate_command)
 from srn_port.tolerances import TOLERANCES, node_tolerance_keys, within
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 GOLDEN = REPO / "golden"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Width-4 tensors gain nothing from two threads, and OpenMP's barrier stalls when the
-    # 2-core machine is shared (measured 50 ms instead of 1 ms per conv).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def golden_names():
