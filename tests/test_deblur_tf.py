@@ -27,7 +27,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from srn_port.config import SRNConfig
 from srn_port.deblur import deblur_image, read_image
