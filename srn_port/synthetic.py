@@ -37,11 +37,12 @@ _HELD_OUT_STREAM = 0x484F  # "HO"
 class BlurSpec:
     """How strong the synthetic degradation is."""
 
-    min_length: float = 3.0  # px, extent of the shake trajectory (its longer bounding-box side)
-    max_length: float = 13.0  # px; the kernel support is the smallest odd size holding it
+    min_length: float = 2.0  # px, extent of the shake trajectory (its longer bounding-box side)
+    max_length: float = 7.0  # px; the kernel support is the smallest odd size holding it
     max_noise: float = 2.0 / 255  # Gaussian noise sigma is uniform in [0, max_noise]
     photo_fraction: float = 0.5  # share of photographs (when available) vs procedural scenes
-    min_zoom: float = 0.35  # photographs are downscaled by a factor in [min_zoom, 1]
+    min_zoom: float = 0.35  # photographs are rescaled by a log-uniform factor in
+    max_zoom: float = 1.0  # [min_zoom, max_zoom] (< 1: area-downscaled, > 1: upscaled)
     channel_shuffle: float = 0.3  # chance to permute a photograph's RGB planes (training only)
 
     @property
@@ -162,8 +163,8 @@ def procedural_scene(rng: np.random.Generator, height: int, width: int) -> np.nd
         size = int(scale * rng.uniform(0.03, 0.35))
         thick = -1 if rng.random() < 0.6 else int(rng.integers(2, 10))
         if kind == 0:
-            cv2.rectangle(mask, (cx - size, cy - size // 2), (cx + size, cy + size // 2), 255, thick,
-                          cv2.LINE_AA)
+            cv2.rectangle(mask, (cx - size, cy - size // 2), (cx + size, cy + size // 2), 255,
+                          thick, cv2.LINE_AA)
         elif kind == 1:
             cv2.circle(mask, (cx, cy), max(size // 2, 2), 255, thick, cv2.LINE_AA)
         elif kind == 2:
@@ -239,20 +240,23 @@ def load_photos(names: Tuple[str, ...]) -> Tuple[np.ndarray, ...]:
 
 
 def photo_crop(rng: np.random.Generator, photo: np.ndarray, height: int, width: int,
-               min_zoom: float = 0.35) -> np.ndarray:
-    """A random (height, width) crop of ``photo`` at a random zoom in [min_zoom, 1]
-    (area-downscaled: more detail per pixel), randomly flipped/rotated."""
+               min_zoom: float = 0.35, max_zoom: float = 1.0) -> np.ndarray:
+    """A random (height, width) crop of ``photo`` at a random zoom in [min_zoom, max_zoom]
+    (log-uniform; below 1 area-downscaled: more detail per pixel; above 1 upscaled
+    bicubically: smoother, like an oversampling camera), randomly flipped/rotated."""
     ph, pw = photo.shape[:2]
     rotate = rng.random() < 0.5 and min(ph, pw) >= max(height, width)
     if rotate:  # crop the transposed size, rotate the crop (not the whole photograph)
         height, width = width, height
     lo = max(min_zoom, height / ph, width / pw)
-    zoom = float(np.exp(rng.uniform(np.log(lo), 0))) if lo < 1 else lo
+    hi = max(max_zoom, lo)
+    zoom = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if lo < hi else lo
     sh, sw = min(ph, int(np.ceil(height / zoom))), min(pw, int(np.ceil(width / zoom)))
     y, x = int(rng.integers(0, ph - sh + 1)), int(rng.integers(0, pw - sw + 1))
     crop = photo[y:y + sh, x:x + sw]
     if (sh, sw) != (height, width):
-        crop = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
+        crop = cv2.resize(crop, (width, height),
+                          interpolation=cv2.INTER_AREA if zoom < 1 else cv2.INTER_CUBIC)
     if rotate:
         crop = np.rot90(crop)
     if rng.random() < 0.5:
@@ -282,7 +286,8 @@ def make_pair(rng: np.random.Generator, height: int, width: int, spec: BlurSpec 
     m = spec.margin
     H, W = height + 2 * m, width + 2 * m
     if len(photos) and rng.random() < spec.photo_fraction:
-        sharp = photo_crop(rng, photos[int(rng.integers(len(photos)))], H, W, spec.min_zoom)
+        sharp = photo_crop(rng, photos[int(rng.integers(len(photos)))], H, W, spec.min_zoom,
+                           spec.max_zoom)
         if rng.random() < spec.channel_shuffle and np.ptp(sharp.astype(int) - sharp[..., :1]) > 0:
             sharp = np.ascontiguousarray(sharp[..., rng.permutation(3)])
     else:
