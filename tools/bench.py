@@ -16,7 +16,7 @@ inflate the other's peak RSS), with the same thread count on both sides:
 
 Prints a table and writes JSON. Needs the [tf] extra. Example::
 
-    python tools/bench.py --threads 2 --reps 5 --json out/bench/bench.json
+    python tools/bench.py --threads 2 --json out/bench/bench.json
 """
 
 from __future__ import annotations
@@ -215,8 +215,10 @@ def summarize(times) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--reps", type=int, default=3, help="timed runs per child process")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="child processes per side, alternating TF and srn-port")
+    p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--sizes", default=",".join(f"{h}x{w}" for h, w in SIZES))
     p.add_argument("--precisions", default="bf16", help="reduced precisions to measure")
@@ -270,11 +272,19 @@ def main(argv=None) -> int:
             prefix, weights = ckpts[variant]
             for h, w in sizes:
                 ref_out = Path(tmp) / f"tf_{variant}_{h}x{w}.npy"
-                tf_res = run_child("tf", variant=variant, height=h, width=w, checkpoint=prefix,
-                                   save_output=ref_out, **common)
                 pt_out = Path(tmp) / f"pt_{variant}_{h}x{w}.npy"
-                pt_res = run_child("torch", variant=variant, height=h, width=w, weights=weights,
-                                   save_output=pt_out, **pt_common)
+                # Alternate the two sides over rounds, so that a slow spell of the machine
+                # (shared VMs vary by tens of percent) does not land on one side only.
+                tf_res = {"times": [], "peak_rss_mb": 0.0}
+                pt_res = {"times": [], "peak_rss_mb": 0.0}
+                for _ in range(args.rounds):
+                    for res, kind, kw in ((tf_res, "tf", dict(checkpoint=prefix,
+                                                              save_output=ref_out, **common)),
+                                          (pt_res, "torch", dict(weights=weights,
+                                                                 save_output=pt_out, **pt_common))):
+                        one = run_child(kind, variant=variant, height=h, width=w, **kw)
+                        res["times"] += one["times"]
+                        res["peak_rss_mb"] = max(res["peak_rss_mb"], one["peak_rss_mb"])
                 mp = h * w / 1e6  # one RGB image (gray/lstm: its three planes)
                 import numpy as np
                 ref_arr, pt_arr = np.load(ref_out), np.load(pt_out)
@@ -319,20 +329,27 @@ def main(argv=None) -> int:
     if not args.skip_conversion:
         prefix, _ = ckpts[variants[0]]
         tmp_out = Path(tempfile.mkdtemp())
-        tf_cmd = [sys.executable, __file__, "--child", "tf-load", "--checkpoint", str(prefix)]
-        tf_t = time_process(tf_cmd, args.reps)
+        cmds = {"tf": [sys.executable, __file__, "--child", "tf-load", "--checkpoint",
+                       str(prefix)]}
+        for fmt in ("safetensors", "pt"):
+            cmds[fmt] = [sys.executable, "-m", "srn_port", "convert", str(prefix),
+                         str(tmp_out / f"m.{fmt}"), "--force", "-q"]
+        times = {k: [] for k in cmds}
+        for _ in range(max(args.reps * args.rounds, 3)):  # interleaved, as above
+            for k, cmd in cmds.items():
+                times[k] += time_process(cmd, 1)
+        tf_t = times.pop("tf")
         result["conversion"] = {"checkpoint": str(prefix), "variant": variants[0],
                                 "tf_load_checkpoint": summarize(tf_t), "srn_port_convert": {}}
-        for fmt in ("safetensors", "pt"):
-            srn = [sys.executable, "-m", "srn_port", "convert", str(prefix),
-                   str(tmp_out / f"m.{fmt}"), "--force", "-q"]
-            conv_t = time_process(srn, args.reps)
+        for fmt, conv_t in times.items():
             result["conversion"]["srn_port_convert"][fmt] = {
                 **summarize(conv_t), "speedup": statistics.median(tf_t) / statistics.median(conv_t)}
             print(f"conversion ({variants[0]}, full checkpoint with Adam slots) to .{fmt}: "
                   f"srn-port convert {statistics.median(conv_t):.2f}s, TF load "
                   f"{statistics.median(tf_t):.2f}s, ratio "
                   f"{statistics.median(tf_t) / statistics.median(conv_t):.1f}x")
+        import_t = time_process([sys.executable, "-c", "import torch"], 3)
+        result["conversion"]["python_import_torch_s"] = summarize(import_t)
 
     print()
     print(format_table(result))
@@ -382,6 +399,10 @@ def format_table(result: dict) -> str:
         for fmt, r in c["srn_port_convert"].items():
             lines.append(f"| `srn-port convert` to .{fmt} | {r['median_s']:.2f} | "
                          f"{r['min_s']:.2f} | {r['speedup']:.1f}x |")
+        t = c.get("python_import_torch_s")
+        if t:
+            lines.append(f"| (for scale: `python -c 'import torch'`) | {t['median_s']:.2f} | "
+                         f"{t['min_s']:.2f} | |")
     return "\n".join(lines)
 
 
