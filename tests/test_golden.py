@@ -19,8 +19,8 @@ from conftest import REPO
 from srn_port.config import N_LEVELS
 from srn_port.convert import convert_checkpoint
 from srn_port.model import SRN, capture_activations
-from srn_port.parity.golden import (FORMAT_VERSION, GENERATED, GoldenError, GoldenFile,
-                                    regenerate_command)
+from srn_port.parity.golden import (FORMAT_VERSION, FROM_CHECKPOINT, GENERATED, GoldenError,
+                                    GoldenFile, regenerate_command)
 from srn_port.tolerances import TOLERANCES, node_tolerance_keys, within
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -89,6 +89,16 @@ def test_goldens_are_small_and_describe_themselves():
             assert not list((GOLDEN / "ckpt" / name).glob("*.meta"))
             state = (GOLDEN / "ckpt" / name / "checkpoint").read_text()
             assert '"deblur.model-523000"' in state  # relative, works wherever the repo is
+
+
+def test_trained_golden_records_its_checkpoint():
+    # the demo's `srn-port diff` finds this golden by variant and width (color, 8)
+    for name, folder in FROM_CHECKPOINT.items():
+        assert regenerate_command(name) == (f"python tools/make_golden.py --checkpoint {folder} "
+                                            f"--name {name}")
+        with open_or_fail(name) as golden:
+            assert golden.checkpoint_prefix().parent == (REPO / folder).resolve()
+            assert golden.info.attrs["checkpoint_seed"] == -1  # trained, not generated
 
 
 # -- staleness: every way a golden can go stale names the regenerating command ----------

@@ -19,7 +19,7 @@ from srn_port.checkpoint import read_checkpoint
 from srn_port.config import N_LEVELS, SRNConfig
 from srn_port.model import level_graph
 from srn_port.naming import classify
-from srn_port.parity.golden import GENERATED, GoldenFile
+from srn_port.parity.golden import FROM_CHECKPOINT, GENERATED, GoldenFile
 from srn_port.tolerances import TOLERANCES, node_tolerance_keys, within
 
 pytestmark = pytest.mark.tf
@@ -35,11 +35,15 @@ def tool():
     return module
 
 
-@pytest.mark.parametrize("variant", GENERATED)
+COMMITTED = {**{v: GOLDEN / "ckpt" / v for v in GENERATED},
+             **{name: REPO / folder for name, folder in FROM_CHECKPOINT.items()}}
+
+
+@pytest.mark.parametrize("variant", sorted(COMMITTED))
 def test_golden_remade_from_committed_checkpoint_agrees(tool, tmp_path, variant):
     with GoldenFile(GOLDEN / f"{variant}.h5", require_checkpoint=True) as old:
         h, w = old.info.input_shape[2:]
-        assert tool.main(["--checkpoint", str(GOLDEN / "ckpt" / variant), "--name", variant,
+        assert tool.main(["--checkpoint", str(COMMITTED[variant]), "--name", variant,
                           "--out", str(tmp_path), "--size", f"{h}x{w}"]) == 0
         with GoldenFile(tmp_path / f"{variant}.h5", require_checkpoint=True) as new:
             assert new.info.config == old.info.config

@@ -41,6 +41,9 @@ GOLDEN_DIR_ENV = "SRN_PORT_GOLDEN_DIR"
 MAKE_GOLDEN = "python tools/make_golden.py"
 #: The generated goldens every checkout must have (one per released variant).
 GENERATED = ("color", "gray", "lstm")
+#: Goldens of committed checkpoints that were not generated (name -> checkpoint folder,
+#: relative to the repository root): the trained example of examples/trained/.
+FROM_CHECKPOINT = {"trained-color": "examples/trained/color"}
 REQUIRED_ATTRS = ("format", "format_version", "layout", "name", "variant", "width",
                   "input_shape", "checkpoint", "checkpoint_sha256", "tf_version",
                   "tf_slim_version", "command", "regenerate")
@@ -66,7 +69,7 @@ def regenerate_command(name: str, checkpoint: Optional[str] = None) -> str:
     if checkpoint is None:
         if name in GENERATED:
             return f"{MAKE_GOLDEN} --variant {name}"
-        checkpoint = "CHECKPOINT_DIR"
+        checkpoint = FROM_CHECKPOINT.get(name, "CHECKPOINT_DIR")
     return f"{MAKE_GOLDEN} --checkpoint {checkpoint} --name {name}"
 
 
