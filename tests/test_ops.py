@@ -98,6 +98,17 @@ def test_resize_differs_from_interpolate_in_legacy_mode():
     assert (ours - torch_).abs().max() > 0.05
 
 
+@pytest.mark.parametrize("size", [(19, 30), (80, 20), (10, 90), (90, 100)])
+def test_resize_layouts_agree_and_input_is_untouched(size):
+    # channels_last inputs take the NHWC gather path; the arithmetic must be the same
+    x = torch.rand(2, 5, 37, 45)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    before = x.clone()
+    a, b = tf_resize_bilinear(x, size), tf_resize_bilinear(x_cl, size)
+    assert torch.equal(a, b) and b.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x, before) and torch.equal(x_cl, before)
+
+
 def test_resize_same_size_returns_float32_unchanged():
     x = torch.arange(12, dtype=torch.float64).view(1, 1, 3, 4)
     y = tf_resize_bilinear(x, (3, 4))

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.tf
 RESIZE_SIZES = [((64, 64), (32, 32)), ((32, 32), (64, 64)), ((45, 45), (90, 90)),
                 ((37, 37), (19, 19)), ((30, 40), (17, 23)), ((17, 23), (61, 47)),
                 ((100, 100), (33, 33)), ((7, 5), (1000, 3)), ((720, 1280), (180, 320)),
-                ((1, 1), (3, 5)), ((64, 48), (64, 48))]
+                ((1, 1), (3, 5)), ((64, 48), (64, 48)), ((40, 10), (20, 31))]
 MODES = [(False, False), (True, False), (False, True)]  # legacy, align_corners, half-pixel
 
 
@@ -33,10 +33,11 @@ def test_resize_bit_identical_to_tf(tf, sizes):
         x = rng.random((2, ih, iw, channels), dtype=np.float32)
         ref = tf.compat.v1.image.resize_bilinear(x, [oh, ow], align_corners=ac,
                                                  half_pixel_centers=hpc).numpy()
-        got = tf_resize_bilinear(torch.from_numpy(x).permute(0, 3, 1, 2), (oh, ow), ac, hpc)
-        got = got.permute(0, 2, 3, 1).numpy()
-        assert got.shape == ref.shape
-        assert np.abs(got - ref).max() == 0, (channels, ac, hpc)
+        nhwc = torch.from_numpy(x).permute(0, 3, 1, 2)  # channels_last memory
+        for layout, xt in (("channels_last", nhwc), ("NCHW", nhwc.contiguous())):
+            got = tf_resize_bilinear(xt, (oh, ow), ac, hpc).permute(0, 2, 3, 1).numpy()
+            assert got.shape == ref.shape
+            assert np.abs(got - ref).max() == 0, (channels, ac, hpc, layout)
 
 
 def test_resize_matches_v1_resize_images_and_tf2_resize(tf):

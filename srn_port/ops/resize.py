@@ -76,12 +76,31 @@ def tf_resize_bilinear(x: torch.Tensor, size: Sequence[int], align_corners: bool
                   for a in _axis_weights(in_h, out_h, align_corners, half_pixel_centers))
     lx, ux, wx = (torch.from_numpy(a).to(dev)
                   for a in _axis_weights(in_w, out_w, align_corners, half_pixel_centers))
-    top_rows = x.index_select(-2, ly)
-    bottom_rows = x.index_select(-2, uy)
-    tl, tr = top_rows.index_select(-1, lx), top_rows.index_select(-1, ux)
-    bl, br = bottom_rows.index_select(-1, lx), bottom_rows.index_select(-1, ux)
-    wx = wx.view(1, 1, 1, -1)
-    wy = wy.view(1, 1, -1, 1)
-    top = tl + (tr - tl) * wx
-    bottom = bl + (br - bl) * wx
-    return top + (bottom - top) * wy
+    # Work on whichever view has the channels innermost in memory: gathering columns of an
+    # NCHW tensor is a strided gather (slow), of an NHWC one a copy of C-long runs. The
+    # arithmetic per element is the same either way.
+    nhwc = x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
+    if nhwc:
+        x = x.permute(0, 2, 3, 1)
+        rows, cols = 1, 2
+        wx, wy = wx.view(1, 1, -1, 1), wy.view(1, -1, 1, 1)
+    else:
+        rows, cols = 2, 3
+        wx, wy = wx.view(1, 1, 1, -1), wy.view(1, 1, -1, 1)
+    if out_h >= in_h:
+        # Upsampling rows: blend horizontally once per *input* row, then pick rows. TF's
+        # top = TL + (TR - TL) * xlerp depends only on (source row, output column), so
+        # top[i] == blended[lower_y[i]] exactly, and the input has fewer rows.
+        left, right = x.index_select(cols, lx), x.index_select(cols, ux)
+        blended = right.sub_(left).mul_(wx).add_(left)  # left + (right - left) * wx
+        top, bottom = blended.index_select(rows, ly), blended.index_select(rows, uy)
+    else:
+        top_rows, bottom_rows = x.index_select(rows, ly), x.index_select(rows, uy)
+        tl, tr = top_rows.index_select(cols, lx), top_rows.index_select(cols, ux)
+        bl, br = bottom_rows.index_select(cols, lx), bottom_rows.index_select(cols, ux)
+        top = tr.sub_(tl).mul_(wx).add_(tl)  # tl + (tr - tl) * wx
+        bottom = br.sub_(bl).mul_(wx).add_(bl)
+    # In place on fresh tensors: the same three float32 operations (addition commutes
+    # exactly), without allocating a temporary per step.
+    out = bottom.sub_(top).mul_(wy).add_(top)  # top + (bottom - top) * wy
+    return out.permute(0, 3, 1, 2) if nhwc else out
