@@ -275,14 +275,15 @@ def test_golden_of_another_variant_or_width(tmp_path):
     result = diff(CKPT["color"], "--golden", GOLDEN / "gray.h5")
     assert result.exit_code == 2
     assert "SRN gray model of width 4, but WEIGHTS is color of width 4" in flat(result)
-    wide = SRN(SRNConfig("color", 8))
-    path = save_weights(wide.state_dict(), {"variant": "color", "width": 8}, tmp_path / "w8.pt")
+    wide = SRN(SRNConfig("color", 6))  # no golden of width 6 (4: generated, 8: trained)
+    path = save_weights(wide.state_dict(), {"variant": "color", "width": 6}, tmp_path / "w6.pt")
     result = diff(path)
     assert result.exit_code == 2
-    assert "No golden file" in flat(result) and "width 8" in flat(result)
+    assert "No golden file" in flat(result) and "width 6" in flat(result)
     assert "color.h5: color, width 4" in flat(result)  # lists what exists
+    assert "trained-color.h5: color, width 8" in flat(result)
     result = diff(path, "--golden", GOLDEN / "color.h5")
-    assert result.exit_code == 2 and "WEIGHTS is color of width 8" in flat(result)
+    assert result.exit_code == 2 and "WEIGHTS is color of width 6" in flat(result)
 
 
 def test_several_or_no_matching_goldens(tmp_path):
