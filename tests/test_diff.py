@@ -6,6 +6,7 @@ writes heatmaps and JSON, and rejects bad input with exit code 2 and no tracebac
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import cv2
@@ -237,6 +238,10 @@ def test_layer_detail_matches_an_independent_computation(tmp_path):
                    err[..., :, -1].flatten()]).max()))
     img = cv2.imread(str(heat))
     assert img is not None and img.shape[1] >= 384 and img.std() > 0
+    umask = os.umask(0)
+    os.umask(umask)
+    for written in (heat, tmp_path / "d.json"):  # atomic_write's mode, not mkstemp's 0600
+        assert written.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_error_from_a_level_not_compared_is_called_upstream():

@@ -128,7 +128,6 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
          heatmap, json_out):
     from ..parity import (GoldenReference, TFReference, compare, find_golden, image_input,
                           parse_size, random_input, write_heatmap)
-    from ..parity.detail import set_default_mode
     from ..parity.reference import checkpoint_config
     from ..weights import atomic_write, load_model
 
@@ -199,7 +198,6 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
         if json_out is not None:
             text = json.dumps(data, indent=1)
             atomic_write(Path(json_out), lambda tmp: Path(tmp).write_text(text))
-            set_default_mode(Path(json_out))
             result.notes.append(f"JSON written to {json_out}")
         click.echo(format_report(result, weights, show_layer=layer is not None))
     return result

@@ -4,7 +4,6 @@ everywhere; round-off is a thin spread of tiny values."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -141,12 +140,4 @@ def write_heatmap(detail: LayerDetail, path) -> Path:
     if not ok:  # pragma: no cover - cv2 always encodes a uint8 image
         raise SrnPortError(f"could not encode the heatmap for '{path}'")
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
-    set_default_mode(path)
     return path
-
-
-def set_default_mode(path: Path) -> None:
-    """Give a file written via mkstemp (mode 0600) the mode a plain open() would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
