@@ -155,12 +155,9 @@ def psnr(test, ref) -> float:
     """PSNR of ``test`` against ``ref`` with the reference's own dynamic range as the peak
     (the random full-width checkpoints do not produce [0, 1] images; for an image model's
     [0, 1] output this is the usual PSNR)."""
-    import numpy as np
+    from srn_port.synthetic import psnr as psnr_db
 
-    ref = ref.astype(np.float64)
-    peak = float(ref.max() - ref.min())
-    mse = float(np.mean((test.astype(np.float64) - ref) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(peak ** 2 / mse)
+    return psnr_db(test, ref, peak=float(ref.max()) - float(ref.min()))
 
 
 def trained_bf16_psnr(threads: int) -> dict:
@@ -171,6 +168,7 @@ def trained_bf16_psnr(threads: int) -> dict:
 
     from srn_port import deblur_image, load_model
     from srn_port.deblur import read_image
+    from srn_port.synthetic import psnr as psnr_db
 
     torch.set_num_threads(threads)
     photo = REPO.parent / "shared" / "data" / "srn_testing_set" / "07.png"
@@ -181,10 +179,8 @@ def trained_bf16_psnr(threads: int) -> dict:
     image = read_image(photo)
     ref = deblur_image(model, image, precision="fp32").astype(np.float64)
     out = deblur_image(model, image, precision="bf16").astype(np.float64)
-    mse = float(np.mean((out - ref) ** 2))
     return {"image": photo.name, "checkpoint": str(ckpt.relative_to(REPO)),
-            "psnr_8bit_db": float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse),
-            "max_abs_levels": float(np.abs(out - ref).max())}
+            "psnr_8bit_db": psnr_db(out, ref), "max_abs_levels": float(np.abs(out - ref).max())}
 
 
 def machine_info(threads: int) -> dict:
