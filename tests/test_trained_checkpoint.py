@@ -8,19 +8,17 @@ How it was made and measured: examples/trained/README.md.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import REPO
 from srn_port import synthetic
 from srn_port.config import SRNConfig
 from srn_port.convert import convert_checkpoint, expected_shapes
 from srn_port.model import SRN
 from srn_port.tolerances import TOLERANCES, within
-
-REPO = Path(__file__).resolve().parents[1]
 
 CHECKPOINT_DIR = REPO / "examples" / "trained" / "color"
 EXPECTED = SRNConfig("color", 8)
