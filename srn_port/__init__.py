@@ -8,8 +8,18 @@ Public API::
     srn_port.tf_resize_bilinear(x, size, align_corners=False, half_pixel_centers=False)
     srn_port.deblur_image(model, image)       # one image array in, deblurred array out
 
-Names are imported on first use, so ``srn-port convert`` (and the checkpoint reader) run
-without importing torch at all.
+The package is layered; each layer imports only those below it (checked by import-linter
+contracts in the tests, see ``.importlinter``)::
+
+    cli        the srn-port command (click)
+    parity     srn-port diff: goldens, comparison, diagnosis
+    api        load_model, deblur_image, conversion to files        reference  the TF graph
+    nn         TF-exact PyTorch ops and the model       data  images, synthetic blur
+    core       torch-free: the network's description, naming, checkpoint reader,
+               conversion to arrays, weights-file format, tolerances, errors
+
+Names here are imported on first use, so ``import srn_port`` (and the CLI, and a
+``.safetensors`` conversion) need no torch.
 """
 
 from importlib import import_module
@@ -17,13 +27,13 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _LAZY = {
-    "SRN": ".model",
-    "capture_activations": ".model",
-    "SRNConfig": ".config",
-    "tf_resize_bilinear": ".ops",
-    "load_model": ".weights",
-    "read_checkpoint": ".checkpoint",
-    "deblur_image": ".deblur",
+    "SRN": ".nn.model",
+    "capture_activations": ".nn.model",
+    "SRNConfig": ".core.network",
+    "tf_resize_bilinear": ".nn.ops",
+    "load_model": ".api.weights",
+    "read_checkpoint": ".core.checkpoint",
+    "deblur_image": ".api.deblur",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -2,7 +2,7 @@
 
 Written from the format description (shared/reference/tf_numerics.md §3), independently
 of the reader's decoding code; it reuses only the runtime protos and the OrderedCode key
-encoder from ``srn_port.checkpoint``, both of which the TF tests check against
+encoder from ``srn_port.core.checkpoint``, both of which the TF tests check against
 checkpoints written by TensorFlow. The TF tests also read this writer's output with
 ``tf.train.load_checkpoint``, which keeps the writer honest.
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 
-from srn_port.checkpoint import protos
-from srn_port.checkpoint.ordered_code import tensor_slice_key
+from srn_port.core.checkpoint import protos
+from srn_port.core.checkpoint.ordered_code import tensor_slice_key
 
 MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)
 TF_BLOCK_SIZE = 262144
@@ -280,7 +280,7 @@ def rewrite_big_endian(src_prefix, dst_prefix) -> Path:
     Header endianness=BIG, every fixed-width element byte-swapped, string checksums
     recomputed over big-endian lengths, every CRC recomputed; offsets are unchanged.
     """
-    from srn_port.checkpoint.sstable import read_table
+    from srn_port.core.checkpoint.sstable import read_table
 
     src_prefix, dst_prefix = Path(src_prefix), Path(dst_prefix)
     table = read_table(f"{src_prefix}.index")

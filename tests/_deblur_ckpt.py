@@ -15,11 +15,11 @@ from typing import Dict
 import numpy as np
 import torch
 
-from srn_port.config import SRNConfig
-from srn_port.convert import expected_shapes
-from srn_port.model import SRN
-from srn_port.naming import tf_to_torch_name, tf_to_torch_tensor, torch_to_tf_name
-from srn_port.tf_reference import random_weights
+from srn_port.core.network import SRNConfig
+from srn_port.core.convert import expected_shapes
+from srn_port.nn.model import SRN
+from srn_port.core.naming import tf_to_torch_name, tf_to_torch_tensor, torch_to_tf_name
+from srn_port.reference.graph import random_weights
 
 TARGET_MEAN, TARGET_STD, ROUNDS = 0.5, 0.2, 3
 

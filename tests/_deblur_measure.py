@@ -3,7 +3,7 @@
     python tests/_deblur_measure.py WEIGHTS [--tiles 256,512] [--overlaps 0,32,64,128] [PHOTO...]
 
 WEIGHTS: a converted file or TF checkpoint; or ``random:VARIANT:WIDTH[:SEED]`` for a
-seeded random model. PHOTO defaults to the four photos of ../shared/data/srn_testing_set.
+seeded random model. PHOTO defaults to the four photos of examples/photos.
 Prints one row per (photo, tile, overlap): PSNR of tiled vs untiled (inf = identical),
 max abs difference in levels, and the share of pixels that differ.
 """
@@ -22,7 +22,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from srn_port.deblur import deblur_image, read_image  # noqa: E402
+from srn_port.api.deblur import deblur_image, read_image  # noqa: E402
 
 
 def psnr8(a: np.ndarray, b: np.ndarray) -> float:
@@ -50,8 +50,7 @@ def main(argv=None):
     p.add_argument("--tiles", default="256,512")
     p.add_argument("--overlaps", default="0,32,64,128")
     args = p.parse_args(argv)
-    photos = args.photos or sorted(str(f) for f in (REPO.parent / "shared" / "data" /
-                                                    "srn_testing_set").glob("*.png"))
+    photos = args.photos or sorted(str(f) for f in (REPO / "examples" / "photos").glob("*.png"))
     model = load(args.weights)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"model {args.weights}: {model.config}")

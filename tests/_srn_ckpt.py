@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from srn_port.config import SRNConfig
-from srn_port.convert import expected_shapes
-from srn_port.naming import torch_to_tf_name
-from srn_port.tf_reference import random_weights
+from srn_port.core.network import SRNConfig
+from srn_port.core.convert import expected_shapes
+from srn_port.core.naming import torch_to_tf_name
+from srn_port.reference.graph import random_weights
 
 from _bundle_writer import write_bundle
 

@@ -13,7 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HAVE_TF = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tf_slim"))
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+#: The four real blurry photos of the original repository (examples/photos/README.md).
+PHOTOS = REPO / "examples" / "photos"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -33,8 +34,8 @@ def tf_checkpoints(tmp_path_factory):
     def get(variant: str, width: int, seed: int = 0):
         key = (variant, width, seed)
         if key not in made:
-            from srn_port.config import SRNConfig
-            from srn_port.tf_reference import make_checkpoint
+            from srn_port.core.network import SRNConfig
+            from srn_port.reference.graph import make_checkpoint
 
             out = tmp_path_factory.mktemp(f"ckpt_{variant}_{width}_{seed}")
             made[key] = make_checkpoint(out, SRNConfig(variant, width), seed=seed)

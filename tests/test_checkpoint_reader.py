@@ -1,4 +1,4 @@
-"""Tests of srn_port.checkpoint, the TF-free reader of TF V2 checkpoints.
+"""Tests of srn_port.core.checkpoint, the TF-free reader of TF V2 checkpoints.
 
 Two halves:
 
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import srn_port.checkpoint as ckpt_pkg
+import srn_port.core.checkpoint as ckpt_pkg
 from _bundle_writer import Stored, build_table, rewrite_big_endian, write_bundle
-from srn_port.checkpoint import (
+from srn_port.core.checkpoint import (
     CheckpointError,
     CheckpointKeyError,
     CheckpointReader,
@@ -37,8 +37,8 @@ from srn_port.checkpoint import (
     read_checkpoint,
     resolve_checkpoint,
 )
-from srn_port.checkpoint import crc, protos, sstable
-from srn_port.checkpoint.ordered_code import (
+from srn_port.core.checkpoint import crc, protos, sstable
+from srn_port.core.checkpoint.ordered_code import (
     tensor_slice_key,
     write_num_increasing,
     write_signed_num_increasing,
@@ -369,7 +369,7 @@ def test_no_tensorflow_needed(tmp_path):
     code = (
         "import sys, pickle\n"
         "sys.modules['tensorflow'] = None\n"
-        "from srn_port.checkpoint import read_checkpoint\n"
+        "from srn_port.core.checkpoint import read_checkpoint\n"
         "tensors = read_checkpoint(sys.argv[1])\n"
         "assert not [m for m in sys.modules if m.startswith('tensorflow') and sys.modules[m] is not None]\n"
         "pickle.dump(tensors, open(sys.argv[2], 'wb'))\n"
@@ -900,7 +900,7 @@ def test_tf_import_blocked_on_tf_checkpoint(tf_ckpts, tmp_path):
     code = (
         "import sys, pickle\n"
         "sys.modules['tensorflow'] = None\n"
-        "from srn_port.checkpoint import read_checkpoint\n"
+        "from srn_port.core.checkpoint import read_checkpoint\n"
         "pickle.dump(read_checkpoint(sys.argv[1]), open(sys.argv[2], 'wb'))\n"
     )
     subprocess.run([sys.executable, "-c", code, str(prefix), str(out)], check=True, cwd=REPO)

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from srn_port.cli import cli
-from srn_port.config import SRNConfig
+from srn_port.core.network import SRNConfig
 
 from _bundle_writer import build_table, write_bundle
 from _srn_ckpt import write_srn_checkpoint

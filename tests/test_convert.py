@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from srn_port import load_model
-from srn_port.config import SRNConfig
-from srn_port.convert import convert, convert_checkpoint
-from srn_port.errors import ConversionError, SrnPortError
-from srn_port.naming import tf_to_torch_name
-from srn_port.weights import load_weights
+from srn_port.core.network import SRNConfig
+from srn_port.api.convert import convert
+from srn_port.core.convert import convert_checkpoint
+from srn_port.core.errors import ConversionError, SrnPortError
+from srn_port.core.naming import tf_to_torch_name
+from srn_port.api.weights import as_state_dict, load_weights
 
 from _srn_ckpt import srn_tensors, write_srn_checkpoint
 
@@ -71,7 +72,7 @@ def test_detects_variant_and_width(tmp_path):
 
 def test_variant_mismatch_is_an_error(tmp_path):
     write_srn_checkpoint(tmp_path, SRNConfig("gray", 4))
-    with pytest.raises(ConversionError, match="--variant lstm was requested.*'gray'"):
+    with pytest.raises(ConversionError, match="variant 'lstm' was requested.*'gray'"):
         convert_checkpoint(tmp_path, variant="lstm")
     assert convert_checkpoint(tmp_path, variant="gray").config.variant == "gray"
 
@@ -116,8 +117,8 @@ def test_ema_shadows_dropped_by_default_and_used_with_ema(tmp_path):
     ema = convert_checkpoint(tmp_path, ema=True)
     assert all(plain.dropped[f"{n}/ExponentialMovingAverage"] == "EMA shadow" for n in weights)
     name = "g_net/enc1_1/biases"
-    assert torch.equal(ema.state_dict["enc1_1.bias"], torch.from_numpy(tensors[name] + 1))
-    assert torch.equal(plain.state_dict["enc1_1.bias"], torch.from_numpy(tensors[name]))
+    assert torch.equal(as_state_dict(ema.arrays)["enc1_1.bias"], torch.from_numpy(tensors[name] + 1))
+    assert torch.equal(as_state_dict(plain.arrays)["enc1_1.bias"], torch.from_numpy(tensors[name]))
     assert ema.dropped[name] == "replaced by EMA" and ema.metadata()["ema"] is True
 
 

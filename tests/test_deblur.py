@@ -19,21 +19,21 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+import srn_port.api.deblur as deblur_module
 from srn_port.cli import cli
-from srn_port.config import SRNConfig
-from srn_port.deblur import (ImageError, _blend_weights, _run_network, deblur_image,
+from srn_port.core.network import SRNConfig
+from srn_port.api.deblur import (ImageError, _blend_weights, _run_network, deblur_image,
                              encode_image, read_image, side_by_side, tile_starts, write_image)
-from srn_port.errors import SrnPortError
-from srn_port.model import SRN
-from srn_port.tolerances import TOLERANCES, within
-from srn_port.weights import save_weights
+from srn_port.core.errors import SrnPortError
+from srn_port.nn.model import SRN
+from srn_port.core.tolerances import TOLERANCES, within
+from srn_port.api.weights import save_weights
 
 from _deblur_ckpt import smooth_picture, tame_model
-from conftest import SHARED
+from conftest import PHOTOS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-PHOTOS = SHARED / "data" / "srn_testing_set"
 CANVAS = dict(height=64, width=96)  # a small --mode original canvas keeps these tests fast
 
 
@@ -219,13 +219,13 @@ def test_original_larger_than_canvas_is_bicubic_down_then_up(color, shape, fitte
 
 
 def test_original_refuses_16_bit(color):
-    with pytest.raises(ImageError, match="8-bit images only.*--mode full"):
+    with pytest.raises(ImageError, match="8-bit images only.*mode 'full'"):
         deblur_image(color, smooth_picture(8, 8, dtype=np.uint16), mode="original")
 
 
 def test_original_refuses_tile_and_bad_canvas(color):
     img = smooth_picture(8, 8)
-    with pytest.raises(SrnPortError, match="--tile works with --mode full"):
+    with pytest.raises(SrnPortError, match="tiling works with mode 'full'"):
         deblur_image(color, img, mode="original", tile=64, **CANVAS)
     with pytest.raises(SrnPortError, match="multiple of 16"):
         deblur_image(color, img, mode="original", height=70, width=96)
@@ -305,15 +305,42 @@ def test_bad_tiling_is_refused(color):
 # -- device and precision ----------------------------------------------------------------
 
 def test_fp16_on_cpu_is_refused_with_the_way_out(color):
-    with pytest.raises(SrnPortError, match="fp16 runs on --device cuda or mps.*bf16"):
+    with pytest.raises(SrnPortError, match="precision 'fp16' runs on device 'cuda' or 'mps'.*fp32"):
         deblur_image(color, smooth_picture(8, 8), device="cpu", precision="fp16")
 
 
-def test_bf16_runs_on_cpu(color):
+def test_bf16_runs_on_a_cpu_with_bf16_instructions(color, monkeypatch):
+    # Forced "yes": on a CPU without them this runs emulated (slow, but a tiny image).
+    monkeypatch.setattr(deblur_module, "cpu_has_native_bf16", lambda: True)
     img = smooth_picture(20, 30, seed=13)
     out = deblur_image(color, img, device="cpu", precision="bf16")
     assert out.shape == img.shape and out.dtype == np.uint8
     assert not np.array_equal(out, deblur_image(color, img))  # bf16 was really used
+
+
+def test_bf16_is_refused_on_a_cpu_without_bf16_instructions(color, monkeypatch, weights, photos,
+                                                            tmp_path):
+    monkeypatch.setattr(deblur_module, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(SrnPortError, match="bfloat16 instructions.*AVX512-BF16 or AMX.*'fp32'"):
+        deblur_image(color, smooth_picture(8, 8), device="cpu", precision="bf16")
+    res = run(weights, photos / "a.png", "-o", tmp_path / "out", "--precision", "bf16",
+              "--device", "cpu")
+    assert res.exit_code == 2 and "bfloat16 instructions" in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_bf16_detection_matches_the_cpu_flags():
+    flags = set()
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    if not flags:
+        pytest.skip("no /proc/cpuinfo flags on this system")
+    # No false "yes" (a "no" on a CPU whose flags list bf16 can be the OS withholding AMX).
+    if deblur_module.cpu_has_native_bf16():
+        assert {"avx512_bf16", "amx_bf16"} & flags
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -465,7 +492,7 @@ def test_cli_deblurs_a_folder_keeping_names_formats_and_inputs(weights, photos, 
 
 
 def read_model(path):
-    from srn_port.weights import load_model
+    from srn_port.api.weights import load_model
 
     return load_model(path)
 
@@ -549,7 +576,7 @@ def test_cli_existing_outputs_need_force(weights, photos, tmp_path):
 
 
 @pytest.mark.parametrize("args,code,needle", [
-    (["--precision", "fp16", "--device", "cpu"], 1, "fp16 runs on --device cuda or mps"),
+    (["--precision", "fp16", "--device", "cpu"], 2, "precision 'fp16' runs on device 'cuda'"),
     (["--tile", "40"], 2, "multiple of 16"),
     (["--tile", "64", "--overlap", "48"], 2, "half the tile"),
     (["--mode", "original", "--tile", "64"], 2, "--tile works with --mode full"),
@@ -581,7 +608,6 @@ def test_cli_tiles_with_a_progress_callback(weights, tmp_path):
         deblur_image(read_model(weights), read_image(src), tile=32, overlap=16))
 
 
-@pytest.mark.skipif(not PHOTOS.is_dir(), reason=f"{PHOTOS} not present")
 def test_cli_deblurs_the_four_photos_in_one_command(weights, tmp_path):
     out = tmp_path / "out"
     res = run(weights, PHOTOS, "-o", out)

@@ -1,8 +1,8 @@
 """`--mode original` equals the original TF pipeline, pixel for pixel (the issue's criterion).
 
-The reference is srn_port.tf_pipeline: the authors' test() replayed statement by statement
+The reference is srn_port.reference.pipeline: the authors' test() replayed statement by statement
 with the TF graph restored from a TF-written checkpoint, and pre/post-processing written
-independently of srn_port.deblur. Both run on the same uint8 image and checkpoint; the
+independently of srn_port.api.deblur. Both run on the same uint8 image and checkpoint; the
 8-bit outputs must agree on >= 99.9% of pixels (per photo; over all pixels of a set of
 small synthetic images) and never differ by more than 1 level (per image).
 
@@ -28,15 +28,14 @@ import cv2
 import numpy as np
 import pytest
 
-from srn_port.config import SRNConfig
-from srn_port.deblur import deblur_image, read_image
+from srn_port.core.network import SRNConfig
+from srn_port.api.deblur import deblur_image, read_image
 
 from _deblur_ckpt import smooth_picture, tame_weights
-from conftest import REPO, SHARED
+from conftest import PHOTOS, REPO
 
 pytestmark = [pytest.mark.tf, pytest.mark.usefixtures("one_torch_thread")]
 
-PHOTOS = SHARED / "data" / "srn_testing_set"
 PHOTO_NAMES = ("01.png", "07.png", "08.png", "4c6.png")
 #: gray/lstm run three planes per photo (3x the work of color); to keep this file near 3
 #: minutes on 2 busy cores they get two photos: one exactly the canvas, one downscaled to
@@ -62,9 +61,9 @@ def _sample() -> np.ndarray:
 @pytest.fixture(scope="module")
 def setups(tmp_path_factory):
     """name -> (torch model, checkpoint prefix, config); pipelines cached per canvas."""
-    from srn_port.tf_pipeline import TFOriginalPipeline
-    from srn_port.tf_reference import make_checkpoint
-    from srn_port.weights import load_model
+    from srn_port.reference.pipeline import TFOriginalPipeline
+    from srn_port.reference.graph import make_checkpoint
+    from srn_port.api.weights import load_model
 
     made, pipelines = {}, {}
     sample = _sample()
@@ -76,7 +75,7 @@ def setups(tmp_path_factory):
                     pytest.skip(f"{TRAINED.relative_to(REPO)} is not in the repository yet "
                                 f"(issue 6 trains it); the random checkpoints cover the "
                                 f"pipeline")
-                from srn_port.checkpoint import CheckpointReader
+                from srn_port.core.checkpoint import CheckpointReader
 
                 with CheckpointReader(TRAINED) as reader:
                     prefix = reader.prefix
@@ -136,7 +135,6 @@ def run_both(model, pipeline, image: np.ndarray, canvas) -> tuple:
     return ours, ref, t1 - t0, t2 - t1
 
 
-@pytest.mark.skipif(not PHOTOS.is_dir(), reason=f"{PHOTOS} is not present")
 @pytest.mark.parametrize("name", RANDOM + ("trained",))
 def test_original_mode_equals_tf_on_the_four_photos(setups, name):
     model, pipeline = setups(name, CANVAS)

@@ -11,10 +11,10 @@ import torch
 from click.testing import CliRunner
 
 from srn_port.cli import cli
-from srn_port.config import SRNConfig
-from srn_port.model import level_graph
+from srn_port.core.network import SRNConfig
+from srn_port.core.network import level_graph
 from srn_port.parity import TFReference, random_input
-from srn_port.tf_reference import run_reference
+from srn_port.reference.graph import run_reference
 
 pytestmark = [pytest.mark.tf, pytest.mark.usefixtures("one_torch_thread")]
 

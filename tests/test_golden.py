@@ -16,12 +16,13 @@ import pytest
 import torch
 
 from conftest import REPO
-from srn_port.config import N_LEVELS
-from srn_port.convert import convert_checkpoint
-from srn_port.model import SRN, capture_activations
+from srn_port.core.network import N_LEVELS
+from srn_port.api.weights import as_state_dict
+from srn_port.core.convert import convert_checkpoint
+from srn_port.nn.model import SRN, capture_activations
 from srn_port.parity.golden import (FORMAT_VERSION, FROM_CHECKPOINT, GENERATED, GoldenError,
                                     GoldenFile, regenerate_command)
-from srn_port.tolerances import TOLERANCES, node_tolerance_keys, within
+from srn_port.core.tolerances import TOLERANCES, node_tolerance_keys, within
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -50,7 +51,7 @@ def test_pytorch_reproduces_golden(name):
         conv = convert_checkpoint(golden.checkpoint_prefix())  # no TF involved
         assert conv.config == info.config
         model = SRN(conv.config).eval()
-        model.load_state_dict(conv.state_dict, strict=True)
+        model.load_state_dict(as_state_dict(conv.arrays), strict=True)
         x = golden.input()
         assert tuple(x.shape) == info.input_shape
         with torch.no_grad():

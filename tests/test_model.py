@@ -4,9 +4,10 @@ evaluation."""
 import pytest
 import torch
 
-from srn_port.config import SRNConfig
-from srn_port.model import SRN, InputShapeError, capture_activations, level_graph
-from srn_port.naming import tf_to_torch_name, torch_to_tf_name
+from srn_port.core.network import SRNConfig
+from srn_port.core.network import level_graph
+from srn_port.nn.model import SRN, InputShapeError, capture_activations
+from srn_port.core.naming import tf_to_torch_name, torch_to_tf_name
 
 
 @pytest.mark.parametrize("variant,millions", [("color", 6.88), ("gray", 6.88), ("lstm", 8.06)])
@@ -100,7 +101,7 @@ def test_emulations_change_results_and_switch_back():
 
 def test_lstm_forget_bias_and_gate_order():
     """One cell step against the equations written out by hand."""
-    from srn_port.model import ConvLSTMCell
+    from srn_port.nn.model import ConvLSTMCell
     torch.manual_seed(0)
     cell = ConvLSTMCell(2, 3)
     x, state = torch.randn(1, 2, 4, 4), torch.randn(1, 6, 4, 4)
@@ -115,7 +116,7 @@ def test_lstm_forget_bias_and_gate_order():
 @pytest.mark.parametrize("variant", ["color", "gray", "lstm"])
 @pytest.mark.parametrize("width", [3, 32])
 def test_param_shapes_spec_equals_the_model(variant, width):
-    from srn_port.config import param_shapes
+    from srn_port.core.network import param_shapes
     cfg = SRNConfig(variant, width)
     with torch.device("meta"):
         sd = SRN(cfg).state_dict()

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from srn_port.ops import (ConvTranspose2dSame, Conv2dSame, create_conv2d_same, pad_same,
+from srn_port.nn.ops import (ConvTranspose2dSame, Conv2dSame, create_conv2d_same, pad_same,
                           same_padding, tf_resize_bilinear)
 
 

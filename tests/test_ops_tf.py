@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from srn_port.ops import ConvTranspose2dSame, create_conv2d_same, tf_resize_bilinear
-from srn_port.tolerances import TOLERANCES, within
+from srn_port.nn.ops import ConvTranspose2dSame, create_conv2d_same, tf_resize_bilinear
+from srn_port.core.tolerances import TOLERANCES, within
 
 pytestmark = pytest.mark.tf
 
@@ -21,7 +21,7 @@ MODES = [(False, False), (True, False), (False, True)]  # legacy, align_corners,
 
 @pytest.fixture(scope="module")
 def tf():
-    from srn_port.tf_reference import import_tf
+    from srn_port.reference.graph import import_tf
     return import_tf()[0]
 
 

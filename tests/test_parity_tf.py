@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from srn_port.convert import convert_checkpoint
-from srn_port.model import SRN, capture_activations
-from srn_port.tf_reference import ReferenceModel
-from srn_port.tolerances import TOLERANCES, node_tolerance_keys, within
+from srn_port.core.convert import convert_checkpoint
+from srn_port.nn.model import SRN, capture_activations
+from srn_port.reference.graph import ReferenceModel
+from srn_port.core.tolerances import TOLERANCES, node_tolerance_keys, within
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
@@ -24,9 +24,9 @@ def test_full_width_model_matches_tf(tf_checkpoints, variant):
     conv = convert_checkpoint(prefix)  # the pure-Python reader, no TF involved
     assert conv.config.width == 32 and conv.config.variant == variant
     model = SRN(conv.config).eval()
-    model.load_state_dict(conv.state_dict, strict=True)
+    model.load_state_dict(as_state_dict(conv.arrays), strict=True)
     fast = SRN(conv.config).eval()  # what load_model gives: NHWC activations
-    fast.load_state_dict(conv.state_dict, strict=True)
+    fast.load_state_dict(as_state_dict(conv.arrays), strict=True)
     fast.to_channels_last()
     batch = 1 if variant == "color" else 3  # gray/lstm run the R, G, B planes as a batch
     for h, w in SIZES:

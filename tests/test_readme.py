@@ -5,7 +5,7 @@ import re
 from click.testing import CliRunner
 
 from srn_port.cli import cli
-from srn_port.tolerances import TOLERANCES
+from srn_port.core.tolerances import TOLERANCES
 
 from conftest import REPO
 

@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from conftest import REPO
-from srn_port import synthetic
-from srn_port.config import SRNConfig
-from srn_port.convert import convert_checkpoint, expected_shapes
-from srn_port.model import SRN
-from srn_port.tolerances import TOLERANCES, within
+from srn_port.data import synthetic
+from srn_port.core.network import SRNConfig
+from srn_port.api.weights import as_state_dict
+from srn_port.core.convert import convert_checkpoint, expected_shapes
+from srn_port.nn.model import SRN
+from srn_port.core.tolerances import TOLERANCES, within
 
 CHECKPOINT_DIR = REPO / "examples" / "trained" / "color"
 EXPECTED = SRNConfig("color", 8)
@@ -55,7 +56,7 @@ def monkeypatch_module():
 @pytest.fixture(scope="module")
 def model(conversion):
     m = SRN(conversion.config)
-    m.load_state_dict(conversion.state_dict, strict=True)
+    m.load_state_dict(as_state_dict(conversion.arrays), strict=True)
     return m.eval()
 
 
@@ -72,7 +73,7 @@ def test_committed_files():
 
 def test_converts_with_pure_reader(conversion):
     assert conversion.config == EXPECTED
-    assert set(conversion.state_dict) == set(expected_shapes(EXPECTED))
+    assert set(as_state_dict(conversion.arrays)) == set(expected_shapes(EXPECTED))
     weights = set(conversion.mapped)
     dropped = conversion.dropped
     for w in weights:  # saved by Adam like the released checkpoints: two slots per weight
@@ -100,7 +101,7 @@ def test_deblurs_held_out_images(model):
 
 @pytest.mark.tf
 def test_tf_and_srn_port_agree(conversion, model):
-    from srn_port.tf_reference import run_reference
+    from srn_port.reference.graph import run_reference
 
     blurry, _ = synthetic.held_out_set(1, 64, seed=TEST_SEED + 1, photos=False)[0]
     x = blurry[None].astype(np.float32) / 255.0

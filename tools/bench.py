@@ -67,8 +67,8 @@ def _input(variant: str, h: int, w: int):
 def child_tf(args) -> dict:
     import numpy as np
 
-    from srn_port.config import SRNConfig
-    from srn_port.tf_reference import ReferenceModel
+    from srn_port.core.network import SRNConfig
+    from srn_port.reference.graph import ReferenceModel
 
     x = _input(args.variant, args.height, args.width)
     cfg = SRNConfig(args.variant, 32)
@@ -115,7 +115,7 @@ def child_torch(args) -> dict:
 
 
 def child_tf_load(args) -> dict:
-    from srn_port.tf_reference import import_tf
+    from srn_port.reference.graph import import_tf
 
     tf, _ = import_tf()
     reader = tf.train.load_checkpoint(str(args.checkpoint))
@@ -155,7 +155,7 @@ def psnr(test, ref) -> float:
     """PSNR of ``test`` against ``ref`` with the reference's own dynamic range as the peak
     (the random full-width checkpoints do not produce [0, 1] images; for an image model's
     [0, 1] output this is the usual PSNR)."""
-    from srn_port.synthetic import psnr as psnr_db
+    from srn_port.data.synthetic import psnr as psnr_db
 
     return psnr_db(test, ref, peak=float(ref.max()) - float(ref.min()))
 
@@ -167,8 +167,8 @@ def trained_bf16_psnr(threads: int) -> dict:
     import torch
 
     from srn_port import deblur_image, load_model
-    from srn_port.deblur import read_image
-    from srn_port.synthetic import psnr as psnr_db
+    from srn_port.data.images import read_image
+    from srn_port.data.synthetic import psnr as psnr_db
 
     torch.set_num_threads(threads)
     photo = REPO.parent / "shared" / "data" / "srn_testing_set" / "07.png"
@@ -238,9 +238,9 @@ def main(argv=None) -> int:
         print(json.dumps(CHILDREN[args.child](args)))
         return 0
 
-    from srn_port.config import SRNConfig
-    from srn_port.convert import convert
-    from srn_port.tf_reference import make_checkpoint
+    from srn_port.core.network import SRNConfig
+    from srn_port.api.convert import convert
+    from srn_port.reference.graph import make_checkpoint
 
     variants = [v for v in args.variants.split(",") if v]
     sizes = [tuple(int(s) for s in hw.split("x")) for hw in args.sizes.split(",") if hw]

@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Measure a trained SRN checkpoint on a held-out synthetic set: blurry vs TF vs srn-port.
 
-For each image of the held-out set (:func:`srn_port.synthetic.held_out_set`, a seed the
+For each image of the held-out set (:func:`srn_port.data.synthetic.held_out_set`, a seed the
 training never used, held-out photographs and procedural scenes) this reports the PSNR
 (8-bit, peak 255) of the blurry input, of the original TF graph's output (run from the
-checkpoint by :mod:`srn_port.tf_reference`) and of srn-port's output (the checkpoint
-converted without TF by :func:`srn_port.convert.convert_checkpoint`). Network outputs are
+checkpoint by :mod:`srn_port.reference.graph`) and of srn-port's output (the checkpoint
+converted without TF by :func:`srn_port.core.convert.convert_checkpoint`). Network outputs are
 clipped to [0, 1], scaled by 255 and rounded. gray/lstm models run the R, G, B planes as a
 batch of single-channel images, as the original's test().
 
@@ -29,10 +29,11 @@ import cv2
 import numpy as np
 import torch
 
-from srn_port import synthetic
-from srn_port.config import SIZE_MULTIPLE, SRNConfig
-from srn_port.convert import convert_checkpoint
-from srn_port.model import SRN
+from srn_port.data import synthetic
+from srn_port.core.network import SIZE_MULTIPLE, SRNConfig
+from srn_port.api.weights import as_state_dict
+from srn_port.core.convert import convert_checkpoint
+from srn_port.nn.model import SRN
 
 #: Held-out seeds: the training data uses another stream, its validation set seed 1.
 EVAL_SEED = 2018
@@ -57,7 +58,7 @@ def from_planes(out_nhwc: np.ndarray, config: SRNConfig) -> np.ndarray:
 
 def run_tf(prefix, config: SRNConfig, x_nhwc: np.ndarray, threads: Optional[int]) -> np.ndarray:
     """The original graph's finest output for every image (N, H, W, 3), float32."""
-    from srn_port.tf_reference import ReferenceModel
+    from srn_port.reference.graph import ReferenceModel
 
     planes = to_planes(x_nhwc, config)
     with ReferenceModel(prefix, config, planes.shape, threads=threads, record=False) as ref:
@@ -155,7 +156,7 @@ def main(checkpoint: Path, n_images, size, seed, photos, json_out, picture, pict
     tf_out = run_tf(conv.source, config, x, threads or None)
     tf_s = time.time() - t
     t = time.time()
-    port_out = run_port(conv.state_dict, config, x)
+    port_out = run_port(as_state_dict(conv.arrays), config, x)
     port_s = time.time() - t
 
     tf_u8, port_u8 = synthetic.to_uint8(tf_out), synthetic.to_uint8(port_out)
@@ -211,7 +212,7 @@ def main(checkpoint: Path, n_images, size, seed, photos, json_out, picture, pict
         b, s = synthetic.held_out_set(1, h, w, seed=EXAMPLE_SEED, photos=photos)[0]
         xe = b[None].astype(np.float32) / 255.0
         te = synthetic.to_uint8(run_tf(conv.source, config, xe, threads or None))[0]
-        pe = synthetic.to_uint8(run_port(conv.state_dict, config, xe))[0]
+        pe = synthetic.to_uint8(run_port(as_state_dict(conv.arrays), config, xe))[0]
         result["example"] = {
             "seed": EXAMPLE_SEED, "size": [h, w],
             "blurred": str(example_dir / "blurred_example.png"),

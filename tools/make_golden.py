@@ -6,7 +6,7 @@
     python tools/make_golden.py --checkpoint examples/trained/color --name trained-color
 
 For a variant, a released-like checkpoint is made with the TF reference
-(``srn_port.tf_reference.make_checkpoint``: seeded weights, one Adam step, Adam slots,
+(``srn_port.reference.graph.make_checkpoint``: seeded weights, one Adam step, Adam slots,
 global step) at a small width, kept in ``golden/ckpt/<variant>/`` (index, data and a
 ``checkpoint`` file with a relative path; no ``.meta``), and the TF graph restored from that
 folder is run on a seeded random input. With ``--checkpoint``, an existing checkpoint is used
@@ -35,10 +35,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from srn_port import __version__  # noqa: E402
-from srn_port.config import N_LEVELS, SRNConfig  # noqa: E402
-from srn_port.model import OUTPUT_NODE, level_graph  # noqa: E402
+from srn_port.core.network import N_LEVELS, SRNConfig  # noqa: E402
+from srn_port.core.network import OUTPUT_NODE, level_graph  # noqa: E402
 from srn_port.parity import golden as G  # noqa: E402
-from srn_port.weights import atomic_write  # noqa: E402
+from srn_port.core.fileio import atomic_write  # noqa: E402
 
 #: Small so that golden/ stays a few MB (width 32 would be ~27 MB per checkpoint alone); the
 #: released width is covered by the live-TF tests.
@@ -88,7 +88,7 @@ def write_checkpoint_state(folder: Path, prefix_name: str) -> None:
 
 def make_variant_checkpoint(out: Path, config: SRNConfig, seed: int) -> Path:
     """A fresh released-like checkpoint in ``out/ckpt/<variant>/``; returns its prefix."""
-    from srn_port.tf_reference import make_checkpoint
+    from srn_port.reference.graph import make_checkpoint
 
     dest = out / "ckpt" / config.variant
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,7 @@ def write_golden(path: Path, config: SRNConfig, prefix: Path, x_nhwc: np.ndarray
     """Run the TF graph from ``prefix`` on ``x_nhwc`` and write ``path``; returns sizes."""
     import h5py
 
-    from srn_port.tf_reference import ReferenceModel
+    from srn_port.reference.graph import ReferenceModel
 
     with ReferenceModel(prefix, config, x_nhwc.shape, threads=threads) as ref:
         run = ref.run(x_nhwc)
@@ -225,8 +225,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     if args.checkpoint is not None:
-        from srn_port.checkpoint import CheckpointReader
-        from srn_port.naming import detect_config
+        from srn_port.core.checkpoint import CheckpointReader
+        from srn_port.core.naming import detect_config
 
         t0 = time.time()
         with CheckpointReader(args.checkpoint) as reader:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train the original SRN-Deblur TF graph on synthetic motion blur; export a checkpoint.
 
-The graph is :func:`srn_port.tf_reference.build_generator` (the original g_net, exact
+The graph is :func:`srn_port.reference.graph.build_generator` (the original g_net, exact
 variable names) at a reduced width; the recipe is the original's (models/model.py):
 
 * loss: sum over the 3 levels of the MSE against the sharp image resized to that level
@@ -30,7 +30,7 @@ the loss, the optimizer and the saved variables are the original's):
   else keeps TF's Xavier/zero init, and every weight is then trained.
   ``--init zero-res`` does only the first part; ``--init xavier`` is the original.
 
-Data (:mod:`srn_port.synthetic`): batch ``k`` is a pure function of (seed, k), so a
+Data (:mod:`srn_port.data.synthetic`): batch ``k`` is a pure function of (seed, k), so a
 restarted run resumes from the newest checkpoint in ``--out`` and sees the same data.
 
     python tools/train_tf.py train --out /tmp/train_runs/color
@@ -52,9 +52,9 @@ from typing import Optional
 import click
 import numpy as np
 
-from srn_port import synthetic
-from srn_port.config import SIZE_MULTIPLE, VARIANTS, SRNConfig
-from srn_port.tf_reference import MODEL_NAME, build_generator, import_tf
+from srn_port.data import synthetic
+from srn_port.core.network import SIZE_MULTIPLE, VARIANTS, SRNConfig
+from srn_port.reference.graph import MODEL_NAME, build_generator, import_tf
 
 #: Original recipe constants (models/model.py of SRN-Deblur).
 ADAM_BETA1, ADAM_BETA2 = 0.9, 0.999

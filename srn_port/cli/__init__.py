@@ -1,7 +1,11 @@
 """The ``srn-port`` command line: thin click commands over the library.
 
-User errors (:class:`srn_port.errors.SrnPortError`) are printed as one paragraph with
-no traceback, and the exit code is 1; click's own usage errors exit with 2.
+User errors (:class:`srn_port.core.errors.SrnPortError`) are printed as one paragraph with
+no traceback. Exit status of a user error: 1 for every command except ``diff``, whose 1
+means "divergence found", so that its user errors exit 2 (as click's own usage errors do
+everywhere). Each command module imports the heavy layers (torch, the model, TF) only
+inside the command that needs them, so ``srn-port --help`` and a ``.safetensors``
+conversion start without torch.
 """
 
 from __future__ import annotations
@@ -11,19 +15,26 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import SrnPortError
+from ..core.errors import SrnPortError
+from .convert import convert, inspect
+from .deblur import deblur
+from .diff import EXIT_USAGE, diff
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
+#: Exit status of a user error, by command (default 1).
+ERROR_EXIT = {"diff": EXIT_USAGE}
 
 
 class SrnGroup(click.Group):
-    """A click group that turns SrnPortError into a clean 'Error: ...' and exit 1."""
+    """A click group that turns SrnPortError into a clean 'Error: ...' and its exit code."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except SrnPortError as exc:
-            raise click.ClickException(str(exc)) from None
+            err = click.ClickException(str(exc))
+            err.exit_code = ERROR_EXIT.get(ctx.invoked_subcommand, 1)
+            raise err from None
 
 
 @click.group(cls=SrnGroup, context_settings=CONTEXT_SETTINGS)
@@ -32,14 +43,13 @@ def cli():
     """SRN-Deblur in PyTorch: convert the TF checkpoints, check parity, deblur images."""
 
 
+for _command in (convert, inspect, diff, deblur):
+    cli.add_command(_command)
+
+
 def main(argv=None):
     return cli.main(args=argv, prog_name="srn-port")
 
-
-# Each module adds its commands to `cli` (imported last: they import `cli` from here).
-from . import convert as _convert  # noqa: E402,F401
-from . import deblur as _deblur  # noqa: E402,F401
-from . import diff as _diff  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from . import cli
 
 
 def _step_option(f):
@@ -16,7 +15,7 @@ def _step_option(f):
                              "file.")(f)
 
 
-@cli.command()
+@click.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @_step_option
@@ -36,7 +35,7 @@ def convert(checkpoint, out, step, variant, ema, force, quiet):
     needed. Every variable must be an SRN weight or an optimizer/step variable that a
     named rule drops; anything else is an error and nothing is written.
     """
-    from ..convert import convert as run
+    from ..api.convert import convert as run
 
     conv = run(checkpoint, out, step=step, variant=variant, ema=ema, force=force)
     if not quiet:
@@ -54,14 +53,14 @@ def convert(checkpoint, out, step, variant, ema, force, quiet):
         click.echo(f"wrote {out}")
 
 
-@cli.command()
+@click.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @_step_option
 @click.option("--ema", is_flag=True, help="Show the mapping that --ema would use.")
 def inspect(checkpoint, step, ema):
     """List a TF CHECKPOINT's variables: shape, dtype, and the rule that takes each."""
-    from ..checkpoint import CheckpointReader
-    from ..naming import DROP_RULES, classify
+    from ..core.checkpoint import CheckpointReader
+    from ..core.naming import DROP_RULES, classify
 
     with CheckpointReader(checkpoint, step=step) as reader:
         names = reader.keys()

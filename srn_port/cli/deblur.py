@@ -11,10 +11,9 @@ from typing import List, Optional
 
 import click
 
-from . import cli
-from ..deblur import (DEFAULT_OVERLAP, DEVICES, IMAGE_EXTENSIONS, MODES, ORIGINAL_CANVAS,
-                      PRECISIONS)
-from ..errors import SrnPortError
+from ..core.errors import SrnPortError
+from ..core.options import (DEFAULT_OVERLAP, DEVICES, IMAGE_EXTENSIONS, MODES, ORIGINAL_CANVAS,
+                            PRECISIONS)
 
 COMPARE_SUFFIX = "_compare.png"
 _LISTING_LIMIT = 10
@@ -118,7 +117,7 @@ def _given(ctx, name: str) -> bool:
     return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
 
 
-@cli.command(short_help="Deblur image files and folders (full resolution, or the original's "
+@click.command(short_help="Deblur image files and folders (full resolution, or the original's "
                         "pipeline).")
 @click.argument("weights", type=click.Path(exists=True, path_type=Path))
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True,
@@ -144,8 +143,9 @@ def _given(ctx, name: str) -> bool:
 @click.option("--device", type=click.Choice(DEVICES), default="auto",
               help="auto: cuda, else mps, else cpu.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
-              help="fp16 on cuda/mps only; bf16 on cpu/cuda. The TF-equality of --mode "
-                   "original holds for fp32.")
+              help="fp16 on cuda/mps only; bf16 on cuda and on CPUs with bfloat16 "
+                   "instructions (AVX512-BF16 or AMX). The TF-equality of --mode original "
+                   "holds for fp32.")
 @click.option("--compare", is_flag=True,
               help="Also write NAME_compare.png: input | output side by side.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
@@ -161,12 +161,12 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
 
     \b
     Examples:
-      srn-port deblur color.pt ../shared/data/srn_testing_set -o deblurred
+      srn-port deblur color.pt examples/photos -o deblurred
       srn-port deblur color.pt big.tif --tile 512 --precision bf16 -o out
       srn-port deblur color.pt photo.jpg --mode original --compare -o out
     """
-    from ..deblur import (autocast_dtype, check_canvas, check_tiling, default_overlap,
-                          resolve_device)
+    from ..api.deblur import (autocast_dtype, check_canvas, check_tiling, default_overlap,
+                              resolve_device)
 
     if mode == "full":
         for name in ("height", "width"):
@@ -191,14 +191,20 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
         raise click.BadParameter(str(exc), param_hint="--tile/--overlap") from None
 
     jobs, notes = plan_jobs(list(inputs), outdir, compare, force)
-    dev = resolve_device(device)
-    autocast_dtype(precision, dev)  # refuses unsupported combinations before loading
+    try:
+        dev = resolve_device(device)
+    except SrnPortError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--device'") from None
+    try:
+        autocast_dtype(precision, dev)  # refuses unsupported combinations before loading
+    except SrnPortError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--precision'") from None
     for note in notes:
         click.echo(note, err=True)
     if not jobs:
         raise click.UsageError("No images to deblur in " + _listing(inputs) + ".")
 
-    from ..weights import load_model
+    from ..api.weights import load_model
 
     model = load_model(weights, device=dev)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -220,7 +226,7 @@ def _run_jobs(model, jobs, mode, height, width, tile, overlap, dev, precision, c
     import torch
     from tqdm import tqdm
 
-    from ..deblur import deblur_image, read_image, side_by_side, write_image
+    from ..api.deblur import deblur_image, read_image, side_by_side, write_image
 
     _quiet_opencv()
     failures: List[Path] = []

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import click
 
-from . import cli
-from ..errors import CheckpointError, SrnPortError
+from ..core.errors import CheckpointError, SrnPortError
+from ..core.fileio import atomic_write
+from ..core.network import EMULATIONS, N_LEVELS
 
-#: srn_port.model.EMULATIONS, spelled out: the CLI must import without torch (a test checks
-#: the two agree).
-EMULATIONS = ("torch-padding", "torch-resize")
 
 #: Exit status of a usage error (click's own usage errors use 2 as well).
 EXIT_USAGE = 2
@@ -26,8 +24,6 @@ WRAP = 100
 
 
 def _level(ctx, param, value):
-    from ..config import N_LEVELS
-
     if value is not None and not 0 <= value < N_LEVELS:
         raise click.BadParameter(f"SRN has {N_LEVELS} pyramid levels: 0 (1/4 size), 1 (1/2 size) "
                                  f"and 2 (full size); got {value}.")
@@ -129,7 +125,7 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
     from ..parity import (GoldenReference, TFReference, compare, find_golden, image_input,
                           parse_size, random_input, write_heatmap)
     from ..parity.reference import checkpoint_config
-    from ..weights import atomic_write, load_model
+    from ..api.weights import load_model
 
     if golden is not None and tf_ckpt is not None:
         raise SrnPortError("--golden and --tf are two different references; give one of them.")
@@ -203,7 +199,7 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
     return result
 
 
-@cli.command()
+@click.command()
 @click.argument("weights", type=click.Path(path_type=Path))  # a checkpoint prefix is no file
 @click.option("--golden", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Golden file to compare with. Default: the golden in the repository's golden/ "
@@ -237,12 +233,7 @@ def diff(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
 
     Exit status: 0 all within the tolerance table, 1 divergence, 2 usage error.
     """
-    try:
-        result = _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate,
-                      emulate, heatmap, json_out)
-    except SrnPortError as exc:
-        err = click.ClickException(str(exc))
-        err.exit_code = EXIT_USAGE
-        raise err from None
+    result = _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emulate,
+                  heatmap, json_out)
     if not result.passed:
         click.get_current_context().exit(EXIT_DIVERGED)

@@ -2,7 +2,7 @@
 comparison, layer detail and diagnosis. Returns data; only the CLI prints.
 
 Pipeline: a :class:`Reference` (golden file or live TF, one level at a time) ->
-:func:`compare` (rows per node and level, tolerances from :mod:`srn_port.tolerances`) ->
+:func:`compare` (rows per node and level, tolerances from :mod:`srn_port.core.tolerances`) ->
 :func:`diagnose` for the first divergent node -> :func:`write_heatmap` for a layer's detail.
 """
 

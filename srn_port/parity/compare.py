@@ -3,7 +3,7 @@
 Chained (the default): the model runs normally and every node is compared as it is
 produced, so an error shows up where it enters and how it grows. Isolated: every node is
 fed the reference's own inputs, so each row is that layer's own error. Tolerances come from
-:mod:`srn_port.tolerances` (``node_tolerance_keys``). Reference tensors are fetched one level
+:mod:`srn_port.core.tolerances` (``node_tolerance_keys``). Reference tensors are fetched one level
 at a time (one tensor at a time from a golden file) and dropped after use.
 """
 
@@ -15,10 +15,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..config import N_LEVELS, level_size
-from ..errors import SrnPortError
-from ..model import OUTPUT_NODE, SRN, STATE_NODE, Node
-from ..tolerances import TOLERANCES, node_tolerance_keys, within
+from ..core.network import N_LEVELS, level_size
+from ..core.errors import SrnPortError
+from ..core.network import OUTPUT_NODE, STATE_NODE, Node
+from ..nn.model import SRN
+from ..core.tolerances import TOLERANCES, node_tolerance_keys, within
 from .detail import LayerDetail, layer_detail
 from .diagnose import Diagnosis, NodeCase, WeightDifference, diagnose, weight_differences
 from .reference import Reference
@@ -94,9 +95,10 @@ def reference_state_dict(reference: Reference):
     """The reference's weights as a PyTorch state_dict (converted without TF), or None."""
     if reference.checkpoint is None:
         return None
-    from ..convert import convert_checkpoint
+    from ..api.weights import as_state_dict
+    from ..core.convert import convert_checkpoint
 
-    return convert_checkpoint(reference.checkpoint).state_dict
+    return as_state_dict(convert_checkpoint(reference.checkpoint).arrays)
 
 
 def check_compatible(model: SRN, reference: Reference) -> None:

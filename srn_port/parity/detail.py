@@ -11,8 +11,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..errors import SrnPortError
-from ..weights import atomic_write
+from ..core.errors import SrnPortError
+from ..core.fileio import atomic_write
 
 #: Border rings reported one by one (distance 0 = the outermost row/column); pixels at this
 #: distance or more from every edge are "interior". A 5x5 'SAME' convolution reaches 2

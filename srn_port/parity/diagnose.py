@@ -22,12 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..model import FORGET_BIAS, LSTM_GATE_ORDER, SRN, Node
-from ..naming import torch_to_tf_name
-from ..ops import tf_resize_bilinear
-from ..ops.conv import Conv2dSame, ConvTranspose2dSame
-from ..ops.padding import same_padding
-from ..tolerances import EXACT_OPS, TOLERANCES, within
+from ..core.network import FORGET_BIAS, LSTM_GATE_ORDER, Node
+from ..nn.model import SRN
+from ..core.naming import torch_to_tf_name
+from ..nn.ops import tf_resize_bilinear
+from ..nn.ops.conv import Conv2dSame, ConvTranspose2dSame
+from ..nn.ops.padding import same_padding
+from ..core.tolerances import EXACT_OPS, TOLERANCES, within
 
 
 @dataclass
@@ -135,7 +136,7 @@ def _explain_padding(case: NodeCase, label: str) -> str:
             f"PyTorch padding={k // 2} pads {k // 2}/{k // 2}. The model's {case.node.name} "
             f"equals the {k}x{k} stride-{s} convolution with {label}, so every output sample is "
             f"taken one input pixel off. Pad explicitly: F.pad(x, (left, right, top, bottom)) "
-            f"with TF's split, then conv2d(padding=0) (srn_port.ops.Conv2dSame).")
+            f"with TF's split, then conv2d(padding=0) (srn_port.nn.ops.Conv2dSame).")
 
 
 def _resize_variants(case: NodeCase) -> Variants:

@@ -27,9 +27,9 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from ..config import N_LEVELS, SRNConfig
-from ..errors import SrnPortError
-from ..model import level_graph
+from ..core.network import N_LEVELS, SRNConfig
+from ..core.errors import SrnPortError
+from ..core.network import level_graph
 
 FORMAT = "srn-port/golden"
 #: Bump when the layout or the meaning of an attribute changes; older files are then stale.
@@ -214,7 +214,7 @@ class GoldenFile:
         ckpt = self.info.checkpoint
         if ckpt is None or not ckpt.exists():
             return None
-        from ..checkpoint import resolve_checkpoint
+        from ..core.checkpoint import resolve_checkpoint
 
         return resolve_checkpoint(ckpt)
 

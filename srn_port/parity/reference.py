@@ -15,9 +15,9 @@ from typing import Dict, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from ..config import SIZE_MULTIPLE, SRNConfig
-from ..errors import SrnPortError
-from ..model import OUTPUT_NODE, STATE_NODE, level_graph
+from ..core.network import SIZE_MULTIPLE, SRNConfig
+from ..core.errors import SrnPortError
+from ..core.network import OUTPUT_NODE, STATE_NODE, level_graph
 from .golden import GoldenFile
 
 
@@ -55,7 +55,7 @@ def _initial_state(config: SRNConfig, x: torch.Tensor) -> Optional[torch.Tensor]
     # The original starts the ConvLSTM from zeros; resized to level 0 they stay zeros.
     if not config.use_lstm:
         return None
-    from ..config import level_size
+    from ..core.network import level_size
 
     h, w = level_size(x.shape[-2], x.shape[-1], 0)
     return x.new_zeros(x.shape[0], 2 * config.lstm_features, h // 4, w // 4)
@@ -117,8 +117,8 @@ class TFReference(Reference):
 
     def __init__(self, checkpoint, config: SRNConfig, x: torch.Tensor,
                  threads: Optional[int] = None):
-        from ..checkpoint import resolve_checkpoint
-        from ..tf_reference import ReferenceModel
+        from ..core.checkpoint import resolve_checkpoint
+        from ..reference.graph import ReferenceModel
 
         self.config = config
         self.checkpoint = resolve_checkpoint(checkpoint)
@@ -179,8 +179,8 @@ class TFReference(Reference):
 
 def checkpoint_config(path) -> Tuple[Path, SRNConfig]:
     """(prefix, variant/width) of a TF checkpoint, read without TF."""
-    from ..checkpoint import CheckpointReader
-    from ..naming import detect_config
+    from ..core.checkpoint import CheckpointReader
+    from ..core.naming import detect_config
 
     with CheckpointReader(path) as reader:
         shapes = {k: tuple(reader.info(k).shape) for k in reader.keys()}

@@ -8,7 +8,7 @@ checks the footer, the CRC of every block, and decodes every entry of every data
 in order. It does not use the restart arrays: a sequential scan only needs to know
 where the entries end.
 
-Every problem is reported as a :class:`~srn_port.errors.CheckpointError` naming the
+Every problem is reported as a :class:`~srn_port.core.errors.CheckpointError` naming the
 file; the table layer knows nothing about tensors.
 """
 

@@ -6,7 +6,7 @@ bytes as they are in the file, and only then are they byte-swapped if the bundle
 written on a machine of the other endianness.
 
 Functions here raise :class:`TensorFormatError` with a short reason; ``bundle.py``
-turns it into a :class:`~srn_port.errors.CheckpointError` naming the tensor and file.
+turns it into a :class:`~srn_port.core.errors.CheckpointError` naming the tensor and file.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .config import VARIANTS, SRNConfig
+from .network import VARIANTS, SRNConfig
 from .errors import ConversionError
 
 SCOPE = "g_net"

@@ -8,7 +8,7 @@ variable names as the released checkpoints), and it can
   width, seeded, with Adam slots, ``beta1_power``/``beta2_power`` and the global step
   ``Variable``, with non-zero biases and ConvLSTM weights large enough to matter;
 * run the graph on a checkpoint and return the level outputs and every activation under
-  the names :func:`srn_port.model.level_graph` uses (:func:`run_reference`).
+  the names :func:`srn_port.core.network.level_graph` uses (:func:`run_reference`).
 
 TensorFlow is imported lazily: the rest of srn-port works without it.
 """
@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .config import N_LEVELS, SRNConfig, level_size
-from .errors import SrnPortError
+from ..core.network import N_LEVELS, SRNConfig, level_size
+from ..core.errors import SrnPortError
 
 #: Name the original's Saver gives its checkpoints: ``<dir>/deblur.model-<step>``.
 MODEL_NAME = "deblur.model"
@@ -55,7 +55,7 @@ def build_generator(inputs, config: SRNConfig, record: Optional[dict] = None) ->
     """Build ``g_net`` on NHWC ``inputs`` (static shape) and return the 3 level outputs.
 
     ``record``, if given, receives ``{(level, name): tensor}`` for every node named as in
-    :func:`srn_port.model.level_graph`.
+    :func:`srn_port.core.network.level_graph`.
     """
     tf, slim = import_tf()
     n, h, w, _ = inputs.get_shape().as_list()

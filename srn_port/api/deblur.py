@@ -34,150 +34,32 @@ Both modes, beyond what the original accepted:
   three equal planes; for gray/lstm models that is exactly the original's result.
 
 The library returns arrays and prints nothing; ``progress(done, total)`` reports tiles.
-Images are RGB(A) order in memory; :func:`read_image`/:func:`write_image` convert from and
-to OpenCV's BGR(A).
+Image files are read and written by :mod:`srn_port.data.images` (RGB(A) order in memory).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import io
-import weakref
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
-from .config import SIZE_MULTIPLE
-from .errors import SrnPortError
-
-if TYPE_CHECKING:  # annotations only; torch itself is imported where it is used
-    import torch
-
-MODES = ("full", "original")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "fp16", "bf16")
-#: The original test()'s placeholder size (run_model.py --height/--width defaults).
-ORIGINAL_CANVAS = (720, 1280)
-#: Tile overlap in pixels (``tile`` mode). A multiple of 16 so that every tile starts on
-#: the 16-pixel grid of the untiled run (the network's strided convolutions and its
-#: x0.5 resizes see the same sampling phase); measured effect: see :func:`deblur_image`.
-DEFAULT_OVERLAP = 64
-#: File extensions read and written (OpenCV codecs); the output keeps the input's format.
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-_MAX_VALUE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+from ..core.errors import ImageError, SrnPortError
+from ..core.network import SIZE_MULTIPLE
+from ..core.options import (DEFAULT_OVERLAP, DEVICES, IMAGE_EXTENSIONS, MODES,  # noqa: F401
+                            ORIGINAL_CANVAS, PRECISIONS)
+from ..data.images import MAX_VALUE, encode_image, read_image, side_by_side  # noqa: F401
+from ..data.images import write_image  # noqa: F401
 
 Progress = Callable[[int, int], None]
-
-
-class ImageError(SrnPortError):
-    """An image file or array that cannot be deblurred (unreadable, unsupported kind)."""
-
-
-# -- image files ----------------------------------------------------------------------------
-
-def _cv2():
-    import cv2
-
-    return cv2
-
-
-def read_image(path) -> np.ndarray:
-    """Read an image file as stored: HxW (gray), HxWx3 (RGB) or HxWx4 (RGBA), uint8 or
-    uint16. EXIF orientation is not applied (neither did the original's scipy imread).
-
-    Raises :class:`ImageError` naming the file if it is not an image OpenCV can decode,
-    is truncated, or holds another sample type (float, signed).
-    """
-    cv2 = _cv2()
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageError(f"'{path}': cannot read the file ({exc.strerror or exc}).") from None
-    if path.suffix.lower() in (".jpg", ".jpeg"):
-        _check_jpeg_complete(path, data)
-    image = None
-    if data:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ImageError(f"'{path}': not an image, or a corrupt one (OpenCV cannot decode "
-                         f"it). Readable formats: {', '.join(IMAGE_EXTENSIONS)}.")
-    if image.dtype not in _MAX_VALUE:
-        raise ImageError(f"'{path}': {image.dtype} samples; srn-port deblurs 8- and 16-bit "
-                         f"unsigned images. Convert it to 8 or 16 bits first.")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 3 and image.shape[2] not in (3, 4):
-        raise ImageError(f"'{path}': {image.shape[2]} channels; expected gray, RGB or RGBA.")
-    if image.ndim == 3:
-        code = cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
-        image = cv2.cvtColor(image, code)
-    return image
-
-
-def _check_jpeg_complete(path: Path, data: bytes) -> None:
-    # libjpeg (inside OpenCV) decodes a truncated JPEG with a warning and grey rows instead
-    # of failing; PIL refuses it, so a truncated file is caught here and reported.
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-    except Exception as exc:  # PIL raises OSError/SyntaxError/ValueError for bad files
-        raise ImageError(f"'{path}': corrupt or truncated JPEG ({exc}).") from None
-
-
-def encode_image(image: np.ndarray, suffix: str) -> bytes:
-    """Encode an RGB(A)/gray array in the format of ``suffix`` ('.png', '.jpg', ...).
-    JPEG quality 95; WebP lossless (OpenCV's defaults otherwise)."""
-    cv2 = _cv2()
-    suffix = suffix.lower()
-    if suffix not in IMAGE_EXTENSIONS:
-        raise ImageError(f"cannot write '{suffix}' files; use one of "
-                         f"{', '.join(IMAGE_EXTENSIONS)}.")
-    if image.ndim == 3:
-        code = cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
-        image = cv2.cvtColor(image, code)
-    params: List[int] = []
-    if suffix in (".jpg", ".jpeg"):
-        params = [cv2.IMWRITE_JPEG_QUALITY, 95]
-    ok, buf = cv2.imencode(suffix, image, params)
-    if not ok:
-        raise ImageError(f"OpenCV could not encode a {image.dtype} image with "
-                         f"{1 if image.ndim == 2 else image.shape[2]} channel(s) as {suffix}.")
-    return buf.tobytes()
-
-
-def write_image(path, image: np.ndarray) -> None:
-    """Write ``image`` to ``path`` in the format its extension names, atomically (a
-    temporary file beside it, renamed into place)."""
-    from .weights import atomic_write
-
-    path = Path(path)
-    data = encode_image(image, path.suffix)
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-    atomic_write(path, write)
-
-
-def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """``left | right`` in one image (same shape and dtype), for ``--compare``."""
-    if left.shape != right.shape or left.dtype != right.dtype:
-        raise ValueError(f"side_by_side needs equal images, got {left.shape} {left.dtype} and "
-                         f"{right.shape} {right.dtype}")
-    return np.concatenate([left, right], axis=1)
 
 
 # -- device and precision ----------------------------------------------------------------
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` -> cuda, else mps, else cpu; an explicit device must be available."""
-    import torch  # imported on use: the CLI module must start without torch
     if isinstance(device, torch.device):
         return device
     if device not in DEVICES:
@@ -187,12 +69,12 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if device == "cuda" and not cuda:
-        raise SrnPortError("--device cuda: CUDA is not available (no NVIDIA GPU, or this torch "
-                           "build is CPU-only). Use --device cpu, or install a CUDA build of "
+        raise SrnPortError("device 'cuda': CUDA is not available (no NVIDIA GPU, or this torch "
+                           "build is CPU-only). Use device 'cpu', or install a CUDA build of "
                            "torch.")
     if device == "mps" and not mps:
-        raise SrnPortError("--device mps: Apple's Metal backend is not available (it needs an "
-                           "Apple-silicon Mac and a torch build with MPS). Use --device cpu.")
+        raise SrnPortError("device 'mps': Apple's Metal backend is not available (it needs an "
+                           "Apple-silicon Mac and a torch build with MPS). Use device 'cpu'.")
     return torch.device(device)
 
 
@@ -201,7 +83,6 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
     where PyTorch does not support it: fp16 runs on cuda and mps (CPU half-precision
     convolutions are not what CPUs are built for: use bf16 there); bf16 on cpu and cuda
     (GPUs with bf16 support)."""
-    import torch  # imported on use: the CLI module must start without torch
     if precision not in PRECISIONS:
         raise SrnPortError(f"Unknown precision '{precision}'; expected one of "
                            f"{', '.join(PRECISIONS)}.")
@@ -210,32 +91,49 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
         return None
     if precision == "fp16":
         if kind not in ("cuda", "mps"):
-            raise SrnPortError(f"--precision fp16 runs on --device cuda or mps only, not on "
-                               f"{kind}. On a CPU use --precision bf16 (or fp32).")
+            raise SrnPortError(f"precision 'fp16' runs on device 'cuda' or 'mps' only, not on "
+                               f"{kind}. On a CPU use precision 'fp32' (or 'bf16' where the CPU "
+                               f"has bfloat16 instructions).")
         return torch.float16
     if kind == "cuda" and not torch.cuda.is_bf16_supported():
-        raise SrnPortError("--precision bf16: this GPU has no bfloat16 support; use fp16.")
+        raise SrnPortError("precision 'bf16': this GPU has no bfloat16 support; use 'fp16'.")
     if kind not in ("cpu", "cuda"):
-        raise SrnPortError(f"--precision bf16 runs on --device cpu or cuda only, not on {kind}. "
-                           f"On mps use --precision fp16.")
+        raise SrnPortError(f"precision 'bf16' runs on device 'cpu' or 'cuda' only, not on "
+                           f"{kind}. On mps use precision 'fp16'.")
+    if kind == "cpu" and not cpu_has_native_bf16():
+        raise SrnPortError(
+            "precision 'bf16' needs a CPU with bfloat16 instructions (AVX512-BF16 or AMX, e.g. "
+            "Intel Xeon Sapphire Rapids or later, AMD Zen 4 or later); this CPU has neither, "
+            "and emulated bf16 is about 14x slower than fp32 here. Use precision 'fp32' (the "
+            "default), which is also the exact one.")
     return torch.bfloat16
 
 
-_BF16_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX tiles).
+
+    Elsewhere (AVX2-only CPUs, AVX-512 without the BF16 extension) oneDNN emulates bf16
+    with conversions around fp32 arithmetic: measured 14x *slower* than fp32 on an AVX2
+    AMD EPYC (color 256x256: 15.3 s against TF's 1.1 s), so bf16 is refused there."""
+    cpu = torch.cpu
+    checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported",
+                                              "_is_amx_tile_supported")]
+    checks = [c for c in checks if c is not None]
+    if not checks:  # a torch without these probes: ask oneDNN
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return any(c() for c in checks)
 
 
 def _bf16_model(model):
-    """A bfloat16 copy of ``model``, made once per model. bf16 runs the whole network in
-    bf16 (weights cast once) rather than under autocast, which casts every conv's input and
-    weights on each call: measured 2x faster on a CPU with AMX, same PSNR (52.8 dB against
-    fp32 on a photo with the trained example). bf16 has float32's range, so nothing
-    overflows; fp16 has not, so fp16 keeps autocast's fp32 islands."""
-    import torch  # imported on use: the CLI module must start without torch
+    """A bfloat16 copy of ``model``, made for this call (never cached: a cache would go
+    stale when the model's weights change in place). bf16 runs the whole network in bf16
+    (weights cast once per call, a few MB) rather than under autocast, which casts every
+    conv's input and weights on each call: measured 2x faster on a CPU with AMX, same PSNR
+    (52.8 dB against fp32 on a photo with the trained example). bf16 has float32's range,
+    so nothing overflows; fp16 has not, so fp16 keeps autocast's fp32 islands."""
     if next(model.parameters()).dtype == torch.bfloat16:
         return model
-    if model not in _BF16_COPIES:
-        _BF16_COPIES[model] = copy.deepcopy(model).to(torch.bfloat16)
-    return _BF16_COPIES[model]
+    return copy.deepcopy(model).to(torch.bfloat16)
 
 
 @contextlib.contextmanager
@@ -243,7 +141,6 @@ def _numerics(device: torch.device, amp: Optional[torch.dtype]) -> Iterator[None
     """inference_mode, plus autocast for fp16. For fp32 on CUDA, TF32 convolutions
     (PyTorch's cuDNN default on Ampere and later, ~1e-3 relative error) are switched off
     for the duration, so fp32 means fp32 as in the original."""
-    import torch  # imported on use: the CLI module must start without torch
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode())
         if amp is not None and amp != torch.bfloat16:
@@ -255,7 +152,6 @@ def _numerics(device: torch.device, amp: Optional[torch.dtype]) -> Iterator[None
 
 @contextlib.contextmanager
 def _ieee_cudnn_conv() -> Iterator[None]:
-    import torch  # imported on use: the CLI module must start without torch
     conv = getattr(torch.backends.cudnn, "conv", None)
     if conv is not None and hasattr(conv, "fp32_precision"):
         old = conv.fp32_precision
@@ -287,7 +183,6 @@ def _run_network(model, x: np.ndarray, device: torch.device,
     models take the planes as a batch of 1-channel samples. A 1-plane input to a color
     model runs as three equal planes and the outputs are averaged.
     """
-    import torch  # imported on use: the CLI module must start without torch
     planes = x.shape[2]
     t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))).to(device)
     if model.config.channels == 3:
@@ -412,8 +307,8 @@ def _original(model, planes: np.ndarray, height: int, width: int, device, amp,
         new_h, new_w = int(h * scale), int(w * scale)
         if new_h == 0 or new_w == 0:
             raise ImageError(f"a {h}x{w} image shrinks to {new_h}x{new_w} on the "
-                             f"{height}x{width} canvas of --mode original (the original "
-                             f"fails on it too); use --mode full.")
+                             f"{height}x{width} canvas of mode 'original' (the original "
+                             f"fails on it too); use mode 'full'.")
         img = _pil_bicubic(img[:, :, 0] if img.shape[2] == 1 else img, new_h, new_w)
         img = img.reshape(new_h, new_w, -1)
     pad = _pad_edge(img, height, width)
@@ -436,7 +331,7 @@ def _full(model, planes: np.ndarray, tile: Optional[int], overlap: int, device, 
           progress: Optional[Progress]) -> np.ndarray:
     """Full resolution: pad to a multiple of 16, run (tiled or not), crop, round."""
     h, w = planes.shape[:2]
-    max_value = _MAX_VALUE[planes.dtype]
+    max_value = MAX_VALUE[planes.dtype]
     hp, wp = -(-h // SIZE_MULTIPLE) * SIZE_MULTIPLE, -(-w // SIZE_MULTIPLE) * SIZE_MULTIPLE
     x = _to_unit_float(_pad_edge(planes, hp, wp), max_value)
     if tile is None:
@@ -458,19 +353,19 @@ def check_tiling(tile: Optional[int], overlap: int) -> None:
     if tile is None:
         return
     if tile < SIZE_MULTIPLE or tile % SIZE_MULTIPLE:
-        raise SrnPortError(f"--tile {tile}: the tile size must be a positive multiple of "
+        raise SrnPortError(f"tile {tile}: the tile size must be a positive multiple of "
                            f"{SIZE_MULTIPLE} (e.g. 256 or 512).")
     if overlap < 0 or overlap % SIZE_MULTIPLE or overlap > tile // 2:
-        raise SrnPortError(f"--overlap {overlap}: the overlap must be a multiple of "
+        raise SrnPortError(f"overlap {overlap}: the overlap must be a multiple of "
                            f"{SIZE_MULTIPLE} from 0 to half the tile size ({tile // 2}), so "
                            f"that tiles start on the network's 16-pixel grid and the blend "
                            f"ramps of a tile's two sides do not meet.")
 
 
 def check_canvas(height: int, width: int) -> None:
-    for name, v in (("--height", height), ("--width", width)):
+    for name, v in (("height", height), ("width", width)):
         if v < SIZE_MULTIPLE or v % SIZE_MULTIPLE:
-            raise SrnPortError(f"{name} {v}: the canvas of --mode original must be a positive "
+            raise SrnPortError(f"{name} {v}: the canvas of mode 'original' must be a positive "
                                f"multiple of {SIZE_MULTIPLE} (the original's default is "
                                f"{ORIGINAL_CANVAS[0]}x{ORIGINAL_CANVAS[1]}).")
 
@@ -497,7 +392,7 @@ def deblur_image(model, image: np.ndarray, mode: str = "full",
     borders), and SRN's 1/4-scale level has a large receptive field, so tiles are not
     exactly the untiled result; the blend drops the outer quarter of every overlap, where
     the error is largest. Measured with ``tests/_deblur_measure.py`` on the four photos of
-    ../shared/data/srn_testing_set (720x1280, 768x1024) and the trained color checkpoint
+    examples/photos (720x1280, 768x1024) and the trained color checkpoint
     examples/trained/color (width 8, step 500), 8-bit, tiled vs untiled:
 
     ==========  =======  =============  ==========  =====================
@@ -515,7 +410,7 @@ def deblur_image(model, image: np.ndarray, mode: str = "full",
     if mode not in MODES:
         raise SrnPortError(f"Unknown mode '{mode}'; expected one of {', '.join(MODES)}.")
     image = np.asarray(image)
-    if image.dtype not in _MAX_VALUE:
+    if image.dtype not in MAX_VALUE:
         raise ImageError(f"expected a uint8 or uint16 image, got {image.dtype}.")
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
         raise ImageError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}.")
@@ -524,11 +419,11 @@ def deblur_image(model, image: np.ndarray, mode: str = "full",
     if mode == "original":
         check_canvas(height, width)
         if image.dtype != np.uint8:
-            raise ImageError("--mode original replays the authors' pipeline, which reads 8-bit "
-                             "images only; this image is 16-bit. Use --mode full (the "
+            raise ImageError("mode 'original' replays the authors' pipeline, which reads 8-bit "
+                             "images only; this image is 16-bit. Use mode 'full' (the "
                              "default), which keeps all 16 bits.")
         if tile is not None:
-            raise SrnPortError("--tile works with --mode full; --mode original runs the fixed "
+            raise SrnPortError("tiling works with mode 'full'; mode 'original' runs the fixed "
                                "canvas in one piece, as the original does.")
     else:
         if tile is not None and overlap is None:

@@ -20,3 +20,7 @@ class ConversionError(SrnPortError):
 
 class ModelFileError(SrnPortError):
     """A converted srn-port weights file could not be read."""
+
+
+class ImageError(SrnPortError):
+    """An image file or array that cannot be deblurred (unreadable, unsupported kind)."""

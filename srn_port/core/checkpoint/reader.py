@@ -54,7 +54,7 @@ class CheckpointReader:
     """Read the tensors of one TF V2 checkpoint; use as a context manager.
 
     ``path`` is a prefix, one of its files, or a directory (see
-    :func:`~srn_port.checkpoint.locate.resolve_checkpoint`); ``step`` selects a
+    :func:`~srn_port.core.checkpoint.locate.resolve_checkpoint`); ``step`` selects a
     checkpoint in a directory. Opening reads and verifies the index (every block CRC,
     header version, presence of every data file); ``get_tensor`` reads exactly that
     tensor's bytes and verifies its CRC. Not thread-safe.

@@ -1,9 +1,9 @@
 """The original test-time pipeline with the TF graph: the reference for ``--mode original``.
 
 A replay of ``DEBLUR.test()`` (models/model.py of jiangsutx/SRN-Deblur) for one image at a
-time, statement by statement, with the TF graph of :mod:`srn_port.tf_reference` restored
+time, statement by statement, with the TF graph of :mod:`srn_port.reference.graph` restored
 from a checkpoint at the canvas size. It is written separately from
-:mod:`srn_port.deblur` (which computes the same thing with PyTorch) and shares none of its
+:mod:`srn_port.api.deblur` (which computes the same thing with PyTorch) and shares none of its
 code, so that a mistake in one cannot hide in both:
 
 * ``scipy.misc.imread`` / ``imresize`` (gone from SciPy since 1.3) are re-created from what
@@ -15,7 +15,7 @@ code, so that a mistake in one cannot hide in both:
   placeholder, TF doing the conversion;
 * ``im2uint8`` of util/util.py: ``np.clip(x, 0.0, 1.0) * 255.0`` then ``astype(np.uint8)``.
 
-TensorFlow is imported lazily (through :func:`srn_port.tf_reference.import_tf`).
+TensorFlow is imported lazily (through :func:`srn_port.reference.graph.import_tf`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from .config import SRNConfig
+from ..core.network import SRNConfig
 
 
 def scipy_imread(path) -> np.ndarray:
@@ -85,7 +85,7 @@ class TFOriginalPipeline:
 
     def __init__(self, checkpoint, config: SRNConfig, height: int = 720, width: int = 1280,
                  threads: Optional[int] = None):
-        from .tf_reference import ReferenceModel
+        from .graph import ReferenceModel
 
         self.H, self.W = height, width
         self.model_type = config.variant

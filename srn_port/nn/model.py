@@ -13,32 +13,18 @@ layer's own error without upstream accumulation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import N_LEVELS, SIZE_MULTIPLE, SRNConfig, level_size
-from .errors import SrnPortError
+from ..core.errors import SrnPortError
+from ..core.network import (EMULATIONS, FORGET_BIAS, KSIZE, LSTM_KSIZE, N_LEVELS,
+                            OUTPUT_NODE, SIZE_MULTIPLE, STATE_NODE, Node, SRNConfig,
+                            level_graph, level_size)
 from .ops import ConvTranspose2dSame, create_conv2d_same, tf_resize_bilinear
 from .ops.conv import Conv2dSame
-
-#: BasicConvLSTMCell adds this to the forget gate inside the graph; it is not a weight.
-FORGET_BIAS = 1.0
-#: Order in which TF's cell splits the 4*F gate channels: input, new input, forget, output.
-LSTM_GATE_ORDER = ("i", "j", "f", "o")
-#: The cell's state is one tensor, concat([c, h]) on the channel axis, not a tuple.
-LSTM_STATE_ORDER = ("c", "h")
-
-KSIZE = 5  # every conv in g_net is 5x5 except the 4x4 transposed convs and the 3x3 LSTM conv
-LSTM_KSIZE = 3
-DECONV_KSIZE = 4
-
-#: Values for ``SRN.emulate``: the naive choices of a hand port, kept only to show their effect.
-EMULATIONS = ("torch-padding", "torch-resize")
-
 
 class InputShapeError(SrnPortError, ValueError):
     """The input tensor does not have a shape the network accepts."""
@@ -79,66 +65,6 @@ class ConvLSTMCell(nn.Module):
         return torch.cat([new_c, new_h], dim=1)
 
 
-@dataclass(frozen=True)
-class Node:
-    """One named tensor of a pyramid level: ``op`` applied to the tensors ``inputs``."""
-
-    name: str
-    op: str  # resize | resize_state | concat | conv | conv_linear | resblock | deconv | add | lstm | lstm_h
-    inputs: Tuple[str, ...]
-
-
-#: Tensors a level receives from outside its graph.
-LEVEL_FEEDS = ("input", "prev_output", "prev_state")
-
-_ENCODER = [("enc1_1", "conv", "inp")] + [
-    (f"enc{s}_{k}", op, None)
-    for s in (1, 2, 3)
-    for k, op in ((1, "conv"), (2, "resblock"), (3, "resblock"), (4, "resblock"))
-    if (s, k) != (1, 1)
-]
-
-
-def level_graph(config: SRNConfig) -> Tuple[Node, ...]:
-    """The nodes of one pyramid level in the order the original graph computes them.
-
-    Names follow the original code: resize outputs ``inp_blur``/``inp_pred``/``rnn_state``,
-    the concat ``inp``, layer outputs by slim scope, the skip sums ``cat2``/``cat1``, the
-    ConvLSTM's new packed state ``convLSTM_state`` and its output h ``convLSTM``.
-    """
-    nodes = [
-        Node("inp_blur", "resize", ("input",)),
-        Node("inp_pred", "resize", ("prev_output",)),
-        Node("inp", "concat", ("inp_blur", "inp_pred")),
-    ]
-    if config.use_lstm:
-        nodes.append(Node("rnn_state", "resize_state", ("prev_state",)))
-    prev = "inp"
-    for name, op, _ in _ENCODER:
-        nodes.append(Node(name, op, (prev,)))
-        prev = name
-    if config.use_lstm:
-        nodes.append(Node("convLSTM_state", "lstm", (prev, "rnn_state")))
-        nodes.append(Node("convLSTM", "lstm_h", ("convLSTM_state",)))
-        prev = "convLSTM"
-    for name in ("dec3_3", "dec3_2", "dec3_1"):
-        nodes.append(Node(name, "resblock", (prev,)))
-        prev = name
-    for stage, skip, cat in ((2, "enc2_4", "cat2"), (1, "enc1_4", "cat1")):
-        nodes.append(Node(f"dec{stage}_4", "deconv", (prev,)))
-        nodes.append(Node(cat, "add", (f"dec{stage}_4", skip)))
-        prev = cat
-        for k in (3, 2, 1):
-            nodes.append(Node(f"dec{stage}_{k}", "resblock", (prev,)))
-            prev = f"dec{stage}_{k}"
-    nodes.append(Node("dec1_0", "conv_linear", (prev,)))
-    return tuple(nodes)
-
-
-#: The level output (and next level's ``prev_output``), and the state carried to the next level.
-OUTPUT_NODE = "dec1_0"
-STATE_NODE = "convLSTM_state"
-
 Capture = Callable[[int, str, torch.Tensor], None]
 
 
@@ -152,26 +78,10 @@ class SRN(nn.Module):
     def __init__(self, config: SRNConfig = SRNConfig(), emulate: Sequence[str] = ()):
         super().__init__()
         self.config = config
-        w, c = config.width, config.channels
-        self.enc1_1 = create_conv2d_same(2 * c, w, KSIZE)
-        for stage, dim in ((1, w), (2, 2 * w), (3, 4 * w)):
-            if stage > 1:
-                setattr(self, f"enc{stage}_1", create_conv2d_same(dim // 2, dim, KSIZE, stride=2))
-            for k in (2, 3, 4):
-                setattr(self, f"enc{stage}_{k}", ResnetBlock(dim))
-        if config.use_lstm:
-            self.convLSTM = ConvLSTMCell(4 * w, config.lstm_features)
-        for name in ("dec3_3", "dec3_2", "dec3_1"):
-            setattr(self, name, ResnetBlock(4 * w))
-        self.dec2_4 = ConvTranspose2dSame(4 * w, 2 * w, DECONV_KSIZE, stride=2)
-        for k in (3, 2, 1):
-            setattr(self, f"dec2_{k}", ResnetBlock(2 * w))
-        self.dec1_4 = ConvTranspose2dSame(2 * w, w, DECONV_KSIZE, stride=2)
-        for k in (3, 2, 1):
-            setattr(self, f"dec1_{k}", ResnetBlock(w))
-        self.dec1_0 = create_conv2d_same(w, c, KSIZE)
-
         self.graph = level_graph(config)
+        for node in self.graph:
+            if node.parametric:
+                setattr(self, node.module, _make_layer(node))
         self._free_after = _liveness(self.graph)
         self.memory_format = torch.contiguous_format
         self.emulate: Tuple[str, ...] = ()
@@ -226,7 +136,7 @@ class SRN(nn.Module):
             return self.convLSTM(args[0], args[1])
         if op == "lstm_h":
             return args[0][:, self.config.lstm_features:]
-        module = getattr(self, node.name)
+        module = getattr(self, node.module)
         if op in ("conv", "deconv"):
             return F.relu(module(args[0]), inplace=True)
         if op in ("conv_linear", "resblock"):
@@ -286,6 +196,19 @@ class SRN(nn.Module):
             feeds = {"input": x, "prev_output": result[OUTPUT_NODE],
                      "prev_state": result.get(STATE_NODE)}
         return outputs
+
+
+def _make_layer(node: Node) -> nn.Module:
+    """The PyTorch module of one parametric node of the graph."""
+    if node.op in ("conv", "conv_linear"):
+        return create_conv2d_same(node.cin, node.cout, node.ksize, stride=node.stride)
+    if node.op == "resblock":
+        return ResnetBlock(node.cout, node.ksize)
+    if node.op == "deconv":
+        return ConvTranspose2dSame(node.cin, node.cout, node.ksize, stride=node.stride)
+    if node.op == "lstm":
+        return ConvLSTMCell(node.cin, node.cout, node.ksize)
+    raise AssertionError(f"no module for op {node.op!r}")
 
 
 def _liveness(graph: Sequence[Node]) -> List[Tuple[str, ...]]:

@@ -1,25 +1,23 @@
-"""TF checkpoint -> SRN state_dict: detect the variant, map strictly, verify, save.
+"""TF checkpoint -> SRN weights: detect the variant, map strictly, verify.
 
-The pipeline: read checkpoint (:mod:`srn_port.checkpoint`, no TensorFlow) -> classify
-every variable (:mod:`srn_port.naming`) -> check against the model's own parameter list
--> permute kernels -> write (:mod:`srn_port.weights`).
+The pipeline: read checkpoint (:mod:`srn_port.core.checkpoint`, no TensorFlow) -> classify
+every variable (:mod:`srn_port.core.naming`) -> check against the model's own parameter list
+-> permute kernels, as numpy arrays (no torch). Writing a file: :mod:`srn_port.api.convert`.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import __version__
+from .. import __version__
 from .checkpoint import CheckpointReader
-from .config import VARIANTS, SRNConfig, param_shapes
+from .network import VARIANTS, SRNConfig, param_shapes
 from .errors import ConversionError
 from .naming import classify, detect_config, tf_to_torch_tensor
-from .weights import check_output_path, save_weights
 
 _STEP_VARS = ("Variable", "global_step")
 _LISTING_LIMIT = 40
@@ -27,8 +25,7 @@ _LISTING_LIMIT = 40
 
 @dataclass
 class Conversion:
-    """A converted checkpoint: ``arrays`` (numpy, PyTorch layout) and where they came from.
-    ``state_dict`` gives the same as torch tensors (sharing memory)."""
+    """A converted checkpoint: ``arrays`` (numpy, PyTorch layout) and where they came from."""
 
     config: SRNConfig
     arrays: Dict[str, np.ndarray]
@@ -38,12 +35,6 @@ class Conversion:
     dropped: Dict[str, str]
     ema: bool = False
     notes: List[str] = field(default_factory=list)
-
-    @property
-    def state_dict(self) -> dict:
-        import torch
-
-        return {k: torch.from_numpy(v) for k, v in self.arrays.items()}
 
     def metadata(self) -> dict:
         return {"variant": self.config.variant, "width": self.config.width,
@@ -88,10 +79,11 @@ def convert_checkpoint(path, step: Optional[int] = None, variant: Optional[str] 
                 raise ConversionError(f"Unknown variant '{variant}'; expected one of "
                                       f"{', '.join(VARIANTS)}.")
             raise ConversionError(
-                f"--variant {variant} was requested, but {where} is an SRN '{detected.variant}' "
+                f"variant '{variant}' was requested, but {where} is an SRN '{detected.variant}' "
                 f"model (enc1_1/weights has {shapes['g_net/enc1_1/weights'][2]} input channels"
                 f"{', and it has a ConvLSTM' if detected.use_lstm else ', and no ConvLSTM'}). "
-                f"Drop --variant to use the detected one, or point to a {variant} checkpoint.")
+                f"Leave the variant unset (no --variant) to use the detected one, or point to a "
+                f"{variant} checkpoint.")
         config = detected
         classes = classify(names, ema=ema)
         expected = expected_shapes(config)
@@ -144,12 +136,3 @@ def convert_checkpoint(path, step: Optional[int] = None, variant: Optional[str] 
             conv.notes.append(f"weights stored as {', '.join(non_f32)} were converted to float32")
         return conv
 
-
-def convert(path, out, step: Optional[int] = None, variant: Optional[str] = None,
-            ema: bool = False, force: bool = False) -> Conversion:
-    """Convert the checkpoint at ``path`` and write it to ``out`` (.pt or .safetensors)."""
-    out = Path(out)
-    check_output_path(out, force)  # before the (slow) conversion, and again when writing
-    conv = convert_checkpoint(path, step=step, variant=variant, ema=ema)
-    save_weights(conv.arrays, conv.metadata(), out, force=force)
-    return conv
