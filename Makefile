@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 DEMO_OUT ?= out/demo
-PHOTO := $(firstword $(wildcard ../shared/data/srn_testing_set/07.png))
+PHOTO := examples/photos/07.png
 
 .PHONY: demo test install install-tf clean
 

@@ -1,6 +1,6 @@
 """Test-only writer of TF V2 checkpoints (tensor bundles), so reader tests need no TF.
 
-Written from the format description (shared/reference/tf_numerics.md §3), independently
+Written from the format description (docs/tf-numerics.md §3), independently
 of the reader's decoding code; it reuses only the runtime protos and the OrderedCode key
 encoder from ``srn_port.core.checkpoint``, both of which the TF tests check against
 checkpoints written by TensorFlow. The TF tests also read this writer's output with

@@ -152,7 +152,7 @@ def test_crc32c_and_mask_match_spec():
     assert crc.crc32c(bytearray(b"123456789")) == 0xE3069283  # writable buffers too
     for value in (0, 1, 0xE3069283, 0xFFFFFFFF, 0x12345678):
         assert crc.unmask(crc.mask(value)) == value
-    # The metaindex trailer of the spec's annotated .index (§3.2): "00 c0 f2 a1 b0".
+    # The metaindex trailer of the annotated .index of docs/tf-numerics.md §3.2: "00 c0 f2 a1 b0".
     contents = bytes.fromhex("0000000001000000")
     assert crc.mask(crc.crc32c(contents + b"\x00")).to_bytes(4, "little") == bytes.fromhex(
         "c0f2a1b0"

@@ -1,5 +1,5 @@
 """TF-exact layers, checked without TF: the padding arithmetic against the cases that
-tf_numerics.md verified, and properties of TF's legacy resize that follow from its formula."""
+docs/tf-numerics.md §1.1 lists, and properties of TF's legacy resize (§2.1) that follow from its formula."""
 
 import numpy as np
 import pytest

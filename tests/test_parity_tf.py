@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from srn_port.api.weights import as_state_dict
 from srn_port.core.convert import convert_checkpoint
 from srn_port.nn.model import SRN, capture_activations
 from srn_port.reference.graph import ReferenceModel

@@ -162,7 +162,7 @@ def psnr(test, ref) -> float:
 
 def trained_bf16_psnr(threads: int) -> dict:
     """bf16 against fp32 on what deblurring really sees: the trained example checkpoint
-    (examples/trained/color) on a photo of ../shared, through `deblur_image`."""
+    (examples/trained/color) on a photo of examples/photos, through `deblur_image`."""
     import numpy as np
     import torch
 
@@ -171,7 +171,7 @@ def trained_bf16_psnr(threads: int) -> dict:
     from srn_port.data.synthetic import psnr as psnr_db
 
     torch.set_num_threads(threads)
-    photo = REPO.parent / "shared" / "data" / "srn_testing_set" / "07.png"
+    photo = REPO / "examples" / "photos" / "07.png"
     ckpt = REPO / "examples" / "trained" / "color"
     if not photo.exists() or not (ckpt / "checkpoint").exists():
         return {"skipped": f"needs {photo} and {ckpt}"}
@@ -186,9 +186,15 @@ def trained_bf16_psnr(threads: int) -> dict:
 def machine_info(threads: int) -> dict:
     import torch
 
+    from srn_port.api.deblur import cpu_has_native_bf16
+
     info = {"python": platform.python_version(), "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "threads": threads}
+            "threads": threads,
+            # the vector ISA PyTorch's CPU kernels dispatch to, and bf16 in hardware: the
+            # figures hold for CPUs of this kind
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bf16": cpu_has_native_bf16()}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -245,6 +251,9 @@ def main(argv=None) -> int:
     variants = [v for v in args.variants.split(",") if v]
     sizes = [tuple(int(s) for s in hw.split("x")) for hw in args.sizes.split(",") if hw]
     precisions = [q for q in args.precisions.split(",") if q]
+    if "bf16" in precisions and not machine_info(args.threads)["native_bf16"]:
+        print("bf16: skipped, this CPU has no bfloat16 instructions (srn-port refuses it here)")
+        precisions.remove("bf16")
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     result = {"machine": machine_info(args.threads), "inference": [], "precision": [],
@@ -358,8 +367,10 @@ def main(argv=None) -> int:
 
 def format_table(result: dict) -> str:
     m = result["machine"]
-    lines = [f"Machine: {m.get('cpu')}, {m.get('cores')} cores, threads={m['threads']} (both "
-             f"sides); torch {m.get('torch')}, TF {m.get('tensorflow', '?')}", "",
+    lines = [f"Machine: {m.get('cpu')} ({m.get('cpu_capability')}, bf16 instructions: "
+             f"{'yes' if m.get('native_bf16') else 'no'}), {m.get('cores')} cores, "
+             f"threads={m['threads']} (both sides); torch {m.get('torch')}, "
+             f"TF {m.get('tensorflow', '?')}", "",
              "| variant | size | batch | TF median s | srn-port median s | TF/srn-port | "
              "srn-port MP/s | TF peak RSS MB | srn-port peak RSS MB | max abs err |",
              "|---|---|---|---|---|---|---|---|---|---|"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from ..core.errors import CheckpointError, SrnPortError
-from ..core.fileio import atomic_write
+from ..core.fileio import atomic_write, check_new_file
 from ..core.network import EMULATIONS, N_LEVELS
 
 
@@ -120,8 +120,22 @@ def format_report(result, weights_path, show_layer: bool) -> str:
     return "\n".join(out)
 
 
+def _input_files(weights: Path, golden, tf_ckpt, image):
+    """Every file the command reads (a checkpoint prefix stands for its .index and data)."""
+    files = [golden, image]
+    for ckpt in (weights, tf_ckpt):
+        if ckpt is None:
+            continue
+        ckpt = Path(ckpt)
+        files.append(ckpt)
+        files += [p for p in ckpt.parent.glob(ckpt.name + ".*") if p.is_file()]
+        if ckpt.is_dir():
+            files += [p for p in ckpt.iterdir() if p.is_file()]
+    return [f for f in files if f is not None]
+
+
 def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emulate,
-         heatmap, json_out):
+         heatmap, json_out, force=False):
     from ..parity import (GoldenReference, TFReference, compare, find_golden, image_input,
                           parse_size, random_input, write_heatmap)
     from ..parity.reference import checkpoint_config
@@ -134,6 +148,12 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
                            "CHECKPOINT); a golden file has its own fixed input.")
     if image is not None and size is not None:
         raise SrnPortError("--input and --size both choose the input; give one of them.")
+    inputs = _input_files(weights, golden, tf_ckpt, image)
+    if json_out is not None and json_out != "-":
+        check_new_file(json_out, "--json file", inputs, force)
+    if heatmap is not None:
+        check_new_file(heatmap, "--heatmap file", inputs + ([Path(json_out)] if json_out not in
+                                                           (None, "-") else []), force)
     if not weights.exists() and not weights.with_name(weights.name + ".index").exists():
         raise SrnPortError(f"WEIGHTS '{weights}' does not exist. Give a converted weights file "
                            f"(.pt/.safetensors) or a TF checkpoint (its folder or its prefix).")
@@ -226,14 +246,15 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
                    "else of the output).")
 @click.option("--json", "json_out", help="Write the comparison as JSON to this file ('-': to "
                                          "stdout, instead of the table).")
+@click.option("--force", is_flag=True, help="Overwrite existing --json/--heatmap files.")
 def diff(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emulate, heatmap,
-         json_out):
+         json_out, force):
     """Compare WEIGHTS (a converted .pt/.safetensors file or a TF checkpoint) with the TF
     original, layer by layer and level by level, and explain the first divergence.
 
     Exit status: 0 all within the tolerance table, 1 divergence, 2 usage error.
     """
     result = _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emulate,
-                  heatmap, json_out)
+                  heatmap, json_out, force)
     if not result.passed:
         click.get_current_context().exit(EXIT_DIVERGED)

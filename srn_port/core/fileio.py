@@ -8,9 +8,12 @@ until the new content is complete.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+from .errors import SrnPortError
 
 #: Temporary files are named ``.<target name>.<random>.tmp`` (hidden, beside the target).
 TMP_PREFIX = "."
@@ -35,3 +38,49 @@ def atomic_write(path, write: Callable[[str], None]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): the same name is the same file
+        return a.resolve() == b.resolve()
+
+
+def check_new_file(path, what: str, inputs=(), force: bool = False) -> Path:
+    """Refuse to write ``path`` (described as ``what``, e.g. "--json file") where it would
+    replace one of ``inputs``, or an existing file without ``force``, or where its folder is
+    missing. Checked before any work, so that a run that would lose data does nothing."""
+    path = Path(path)
+    for inp in inputs:
+        if inp is not None and _same_file(path, Path(inp)):
+            raise SrnPortError(f"The {what} '{path}' is the input '{inp}': writing it would destroy "
+                               f"the input. Choose another file name.")
+    if path.is_dir():
+        raise SrnPortError(f"The {what} '{path}' is a folder; give a file name.")
+    if path.exists() and not force:
+        raise SrnPortError(f"The {what} '{path}' already exists; pass --force to overwrite it, "
+                           f"or choose another name.")
+    if not path.parent.is_dir():
+        raise SrnPortError(f"The folder '{path.parent}' of the {what} '{path}' does not exist; "
+                           f"create it first.")
+    return path
+
+
+def regular_file_size(path, what: str) -> int:
+    """The size of ``path`` if it is a regular file (after symlinks), else a clear error.
+    Only regular files are read as inputs: a FIFO would block forever, a device (e.g. a link
+    to /dev/zero) would never end."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise SrnPortError(f"Cannot read the {what} '{path}': {exc.strerror or exc}.") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe)"
+                if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "not a regular file")
+        raise SrnPortError(f"The {what} '{path}' is {kind}, not a regular file; srn-port reads "
+                           f"only regular files. Give the path of the file itself.")
+    return st.st_size

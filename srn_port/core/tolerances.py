@@ -29,7 +29,7 @@ TOLERANCES: Dict[str, Tolerance] = {
     "exact": Tolerance(
         0.0,
         "bilinear resize, concat, slicing and single IEEE additions: srn-port reproduces TF's "
-        "CPU kernel operation for operation in float32 (tf_numerics.md section 2.1), so any "
+        "CPU kernel operation for operation in float32 (docs/tf-numerics.md §2.1), so any "
         "difference at all is a bug (wrong sampling mode, wrong size, wrong input)."),
     "layer": Tolerance(
         1e-5,

@@ -1,7 +1,7 @@
 """The original SRN-Deblur graph, rebuilt under ``tf.compat.v1`` + ``tf_slim``.
 
 This is the reference srn-port is measured against. It is written from the facts in
-../shared/reference/srn_original.md (same scopes, layer order, resize, ConvLSTM and
+docs/original-srn.md §1-2 (same scopes, layer order, resize, ConvLSTM and
 variable names as the released checkpoints), and it can
 
 * write a checkpoint like the released ones (:func:`make_checkpoint`): any variant and

@@ -3,7 +3,7 @@
 Layout, following the data: ``locate`` (which files) -> ``sstable`` (the ``.index``
 table) -> ``protos`` (its entries) -> ``bundle`` (entries to byte ranges, slices) ->
 ``tensors`` (bytes to arrays) -> ``reader`` (the public API). The format is described
-in ``shared/reference/tf_numerics.md`` §3; nothing here imports TensorFlow.
+in ``docs/tf-numerics.md`` §3; nothing here imports TensorFlow.
 """
 
 from ..errors import CheckpointError

@@ -1,4 +1,4 @@
-"""A TF V2 tensor bundle: its index entries and the tensors they point to (spec §3.4–3.8).
+"""A TF V2 tensor bundle: its index entries and the tensors they point to (docs/tf-numerics.md §3.4–3.8).
 
 Mirrors ``BundleReader`` in ``tensorflow/core/util/tensor_bundle/tensor_bundle.cc``
 (constructor, ``GetValue``, ``GetSliceValue``), with two deliberate differences:
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from .. import limits
 from ..errors import CheckpointError
 from . import protos
 from .dtypes import DT_STRING, STORAGE, StorageType, tf_dtype_name
@@ -160,8 +161,24 @@ class Bundle:
             raise self._index_corrupt(
                 f"its header says the checkpoint has {header.num_shards} data files"
             )
+        most = limits.SHARDS.value()
+        if header.num_shards > most:
+            raise CheckpointError(
+                f"The checkpoint index file {self.index_path} says the checkpoint has "
+                f"{header.num_shards:,} data files, more than the {most:,} srn-port accepts (an "
+                f"SRN checkpoint has 1). The index is damaged or not an SRN checkpoint's; if the "
+                f"checkpoint really has that many files, raise the limit with "
+                f"{limits.SHARDS.env}=N."
+            )
 
     def _check_data_files(self) -> None:
+        not_regular = [p for p in self.data_paths if p.exists() and not p.is_file()]
+        if not_regular:
+            raise CheckpointError(
+                f"The checkpoint data file {not_regular[0]} is not a regular file (a folder, "
+                f"FIFO or device); srn-port reads only regular files. Copy the checkpoint's "
+                f"real files into {self.prefix.parent}."
+            )
         missing = [p for p in self.data_paths if not p.is_file()]
         if not missing:
             return
@@ -172,8 +189,8 @@ class Bundle:
         raise CheckpointError(
             f"The checkpoint {self.prefix} is incomplete: its index says the tensors are in "
             f"{n} data file{'s' if n > 1 else ''}, but {len(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} missing: {', '.join(p.name for p in missing)} "
-            f"(data files found for this prefix: {', '.join(present) if present else 'none'}). "
+            f"{'is' if len(missing) == 1 else 'are'} missing: {_few(p.name for p in missing)} "
+            f"(data files found for this prefix: {_few(present) if present else 'none'}). "
             f"Copy every file of the checkpoint into {self.prefix.parent}: "
             f"{self.prefix.name}.index and all {n} {self.prefix.name}.data-?????-of-{n:05d} files."
         )
@@ -198,6 +215,12 @@ class Bundle:
         return storage
 
     def _shape(self, name: str, entry) -> tuple[int, ...]:
+        most = limits.TENSOR_RANK.value()
+        if len(entry.shape.dim) > most:
+            raise self._index_corrupt(
+                f"the entry for {name!r} has {len(entry.shape.dim)} dimensions, more than the "
+                f"{most} srn-port reads ({limits.TENSOR_RANK.env} raises it)"
+            )
         shape = tuple(d.size for d in entry.shape.dim)
         if entry.shape.unknown_rank or any(d < 0 for d in shape):
             raise self._index_corrupt(f"the entry for {name!r} has an invalid shape {list(shape)}")
@@ -222,6 +245,9 @@ class Bundle:
         if not entry.slices:
             return self._read_entry(f"tensor {name!r}", entry, storage, shape)
         pieces = self._slices(name, entry, shape)  # validated before allocating the result
+        for index, slice_entry in pieces:  # ...and backed by real bytes in the data files
+            self._check_extent(f"a slice of tensor {name!r}", slice_entry, storage,
+                               slice_entry_shape(slice_entry))
         out = np.empty(shape, dtype=storage.returned)
         for index, slice_entry in pieces:
             bounds = ", ".join(f"{s.start}:{s.stop}" for s in index)
@@ -316,6 +342,30 @@ class Bundle:
                 f"{self.index_path} does not match its data in {path} ({exc}). {_RE_COPY}"
             ) from None
 
+    def _check_extent(self, what: str, entry, storage: StorageType, shape) -> None:
+        """The entry's size fits its dtype and shape and lies inside its data file: so the
+        memory a tensor needs is bounded by the files' real size, whatever the index says."""
+        if not 0 <= entry.shard_id < self.header.num_shards:
+            raise self._index_corrupt(
+                f"{what} is in data file {entry.shard_id}, but the checkpoint has "
+                f"{self.header.num_shards}"
+            )
+        path = self.data_paths[entry.shard_id]
+        try:
+            check_size(entry.size, storage, shape)
+        except TensorFormatError as exc:
+            raise CheckpointError(
+                f"The checkpoint {self.prefix} is corrupt: the entry of {what} in "
+                f"{self.index_path} does not match its data in {path} ({exc}). {_RE_COPY}"
+            ) from None
+        file_size = os.stat(path).st_size
+        if entry.offset < 0 or entry.offset + entry.size > file_size:
+            raise CheckpointError(
+                f"The checkpoint data file {path} is truncated: {what} occupies bytes "
+                f"[{entry.offset}, {entry.offset + entry.size}) but the file has only "
+                f"{file_size} bytes. {_RE_COPY}"
+            )
+
     def _read_bytes(self, what: str, entry, path: Path) -> bytearray:
         """Exactly the bytes ``[offset, offset + size)`` of the entry's data file."""
         handle = self._file(entry.shard_id)
@@ -373,3 +423,10 @@ def _overlapping(boxes: list[list[tuple[int, int]]]) -> bool:
         if np.any(np.all(lo < hi, axis=1)):
             return True
     return False
+
+
+def _few(names, limit: int = 5) -> str:
+    """At most ``limit`` names and a count of the rest: an error stays one short paragraph."""
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit:,} more" if len(names) > limit else "")

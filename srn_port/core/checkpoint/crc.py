@@ -1,4 +1,4 @@
-"""CRC-32C and TensorFlow's *masked* CRC (spec §3.3).
+"""CRC-32C and TensorFlow's *masked* CRC (docs/tf-numerics.md §3.3).
 
 Mirrors ``xla/tsl/lib/hash/crc32c.h`` (``Value``, ``Mask``, ``Unmask``). TF never stores
 a raw CRC next to the data it covers: a CRC computed over bytes that themselves contain

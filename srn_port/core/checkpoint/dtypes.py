@@ -1,4 +1,4 @@
-"""TensorFlow ``DataType`` codes and how their elements are stored (spec §3.5).
+"""TensorFlow ``DataType`` codes and how their elements are stored (docs/tf-numerics.md §3.5).
 
 Names and numbers are those of ``tensorflow/core/framework/types.proto``. Bundle entries
 always carry the base type: ``*_REF`` codes (value + 100) never reach a checkpoint.

@@ -5,7 +5,7 @@ Accepted forms, in the spirit of ``tf.train.latest_checkpoint`` and SRN-Deblur's
 
 * a prefix ``dir/deblur.model-523000`` (``.index`` beside it), or one of its files:
   the ``.index``, a ``.data-SSSSS-of-NNNNN`` shard or the ``.meta`` graph;
-* a directory with a ``checkpoint`` file (text-format ``CheckpointState``, spec §3.9).
+* a directory with a ``checkpoint`` file (text-format ``CheckpointState``, docs/tf-numerics.md §3.9).
   Only the *file name* of ``model_checkpoint_path`` is used, joined with the directory:
   ``Saver`` stores the path as given to ``save()``, often absolute on the machine that
   trained, so the path itself is useless after the directory has been copied;
@@ -221,7 +221,14 @@ def _from_state_file(state_file: Path, present: list[Path]) -> Path:
             f"Pass a checkpoint prefix directly{'; present: ' + _names(present) if present else ''}."
         )
     # The path may come from another OS as well as another machine: split on both separators.
-    candidate = directory / re.split(r"[\\/]", named.rstrip("/\\"))[-1]
+    base = re.split(r"[\\/]", named.rstrip("/\\"))[-1]
+    if base in ("", ".", ".."):
+        raise CheckpointError(
+            f"The '{CHECKPOINT_STATE_FILE}' file {state_file} names {named!r} as the latest "
+            f"checkpoint, which is a folder, not a checkpoint prefix such as 'deblur.model-523000'. "
+            f"The file is damaged or hand-edited; pass a checkpoint prefix directly"
+            f"{'; present: ' + _names(present) if present else ''}.")
+    candidate = directory / base
     if _index_of(candidate).is_file():
         return candidate
     if is_v1_checkpoint_file(candidate):

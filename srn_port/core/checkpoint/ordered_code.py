@@ -1,4 +1,4 @@
-"""Keys of the slice entries of partitioned variables (spec §3.7).
+"""Keys of the slice entries of partitioned variables (docs/tf-numerics.md §3.7).
 
 A partitioned variable is stored as one data-less "full tensor" entry, keyed by its
 name, listing its slices, plus one ordinary entry per slice whose key is

@@ -1,4 +1,4 @@
-"""The few TensorFlow protos a checkpoint reader needs, defined at runtime (spec §3.4–3.9).
+"""The few TensorFlow protos a checkpoint reader needs, defined at runtime (docs/tf-numerics.md §3.4–3.9).
 
 Field names and numbers follow ``tensorflow/core/protobuf/tensor_bundle.proto``,
 ``tensorflow/core/framework/{tensor_shape,tensor_slice,versions,types}.proto`` and

@@ -1,4 +1,4 @@
-"""Read the LevelDB-style SSTable that a TF checkpoint ``.index`` file is (spec §3.2).
+"""Read the LevelDB-style SSTable that a TF checkpoint ``.index`` file is (docs/tf-numerics.md §3.2).
 
 Mirrors the reading side of ``xla/tsl/lib/io/{format.cc, block.cc, table.cc}`` (formerly
 ``tensorflow/core/lib/io``). TF's table is LevelDB's ``doc/table_format.md`` with TF's
@@ -18,7 +18,9 @@ import os
 import struct
 from pathlib import Path
 
-from ..errors import CheckpointError
+from .. import limits
+from ..errors import CheckpointError, SrnPortError
+from ..fileio import regular_file_size
 from . import crc
 
 #: Last 8 bytes of every table, stored as two little-endian fixed32 words (low word first).
@@ -191,6 +193,17 @@ def read_table(path: os.PathLike | str) -> list[tuple[bytes, bytes]]:
     and that keys are strictly increasing (bytewise, as TF's comparator orders them).
     """
     path = Path(path)
+    try:
+        size = regular_file_size(path, "checkpoint index file")
+    except SrnPortError as exc:
+        raise CheckpointError(str(exc)) from None
+    limit = limits.INDEX_BYTES.value()
+    if size > limit:
+        raise CheckpointError(
+            f"The checkpoint index file {path} has {size:,} bytes, more than the {limit:,} "
+            f"that srn-port reads (an SRN index has about 10 KB), so it is not the index of an "
+            f"SRN checkpoint or it is damaged. If it really is an index this large, raise the "
+            f"limit with {limits.INDEX_BYTES.env}=BYTES.")
     try:
         data = path.read_bytes()
     except OSError as exc:

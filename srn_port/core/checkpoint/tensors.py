@@ -1,4 +1,4 @@
-"""Turn the stored bytes of one bundle entry into a numpy array (spec §3.5–3.6).
+"""Turn the stored bytes of one bundle entry into a numpy array (docs/tf-numerics.md §3.5–3.6).
 
 Mirrors ``BundleReader::GetValue`` and ``ReadStringTensor`` in
 ``tensorflow/core/util/tensor_bundle/tensor_bundle.cc``: the CRC is computed over the

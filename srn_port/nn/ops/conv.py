@@ -68,7 +68,7 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
 
     TF's result is the "full" transposed convolution cropped by the SAME padding of the
     forward conv from the output size back to the input size, ``pad_before`` at the
-    start and the larger ``pad_after`` at the end (tf_numerics.md section 1.3).
+    start and the larger ``pad_after`` at the end (docs/tf-numerics.md §1.3).
     PyTorch's ``padding=P`` crops ``P`` from both ends, so it is exact when the total is
     even (SRN's 4x4 stride 2: P = 1); for an odd total it crops ``pad_before`` and the
     extra row/column is sliced off here. Weight layout ``[in, out, kh, kw]``; the TF

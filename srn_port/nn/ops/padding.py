@@ -1,7 +1,7 @@
 """TensorFlow 'SAME' padding, computed from the actual input size.
 
 Mirrors ``GetWindowedOutputSizeVerbose`` in tensorflow/core/framework/kernel_shape_util.cc
-(tf_numerics.md section 1.1): the output size is ``ceil(I / S)`` and the total padding
+(docs/tf-numerics.md §1.1): the output size is ``ceil(I / S)`` and the total padding
 ``max(0, (O - 1) * S + K_eff - I)`` is split with the odd pixel at the *end*
 (bottom/right). PyTorch's ``padding=p`` is symmetric, so it only matches TF where the
 split happens to be even: always for stride 1 with an odd effective kernel, and for

@@ -1,7 +1,7 @@
 """TensorFlow's CPU bilinear resize, bit for bit.
 
 Reproduces ``ResizeBilinear`` (tensorflow/core/kernels/image/resize_bilinear_op.cc with
-tensorflow/core/util/image_resizer_state.h) as tf_numerics.md section 2.1 spells it out:
+tensorflow/core/util/image_resizer_state.h) as docs/tf-numerics.md §2.1 spells it out:
 scale, source coordinate and interpolation weight in float32; both neighbour indices
 clamped; the blend ``top = TL + (TR - TL) * xlerp`` etc. as separate float32 operations.
 Measured: max abs difference 0 against TF 2.21 CPU in all three sampling modes
