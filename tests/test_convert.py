@@ -14,6 +14,7 @@ from srn_port import load_model
 from srn_port.core.network import SRNConfig
 from srn_port.api.convert import convert
 from srn_port.core.convert import convert_checkpoint
+from srn_port.core.errors import FileWriteError
 from srn_port.core.errors import ConversionError, SrnPortError
 from srn_port.core.naming import tf_to_torch_name
 from srn_port.api.weights import as_state_dict, load_weights
@@ -143,7 +144,7 @@ def test_refuses_to_overwrite_without_force_and_writes_atomically(tmp_path, monk
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(FileWriteError, match="Cannot write .*m.pt.*disk full"):
         convert(tmp_path / "c", out, force=True)
     assert out.read_bytes() == b"precious"  # the old file survives a failed write
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "m.pt"]  # no temp left behind

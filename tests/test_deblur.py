@@ -24,7 +24,7 @@ from srn_port.cli import cli
 from srn_port.core.network import SRNConfig
 from srn_port.api.deblur import (ImageError, _blend_weights, _run_network, deblur_image,
                              encode_image, read_image, side_by_side, tile_starts, write_image)
-from srn_port.core.errors import SrnPortError
+from srn_port.core.errors import FileWriteError, SrnPortError
 from srn_port.nn.model import SRN
 from srn_port.core.tolerances import TOLERANCES, within
 from srn_port.api.weights import save_weights
@@ -401,7 +401,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(FileWriteError, match="disk full"):
         write_image(target, np.zeros((4, 4, 3), np.uint8))
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["a.png"]
 

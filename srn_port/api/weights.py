@@ -110,6 +110,13 @@ def load_model(path, device="cpu", step=None, channels_last: bool = True) -> SRN
         sd, meta = load_weights(path)
         config = config_from_metadata(meta, path)
         check_shapes({k: tuple(v.shape) for k, v in sd.items()}, config, path)
+        bad = [k for k, v in sd.items() if not torch.isfinite(v).all()]
+        if bad:
+            raise ModelFileError(
+                f"'{path}': weights hold NaN or infinite values ({', '.join(bad[:5])}"
+                f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}), so the model would "
+                f"output garbage (typically an all-black image). Convert a checkpoint of the "
+                f"run from before it diverged.")
     else:
         conv = convert_checkpoint(path, step=step)
         sd = as_state_dict(conv.arrays)

@@ -66,7 +66,7 @@ def plan_jobs(inputs: List[Path], outdir: Path, compare: bool, force: bool):
                 notes.append(f"note: no image files ({', '.join(IMAGE_EXTENSIONS)}) directly "
                              f"inside '{inp}'")
         else:
-            images = [inp]
+            images = [inp]  # a missing or unreadable file is reported (and skipped) by name
         for src in images:
             key = src.resolve()
             if key in seen:
@@ -121,7 +121,7 @@ def _given(ctx, name: str) -> bool:
                         "pipeline).")
 @click.argument("weights", type=click.Path(exists=True, path_type=Path))
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True,
-                type=click.Path(exists=True, path_type=Path))
+                type=click.Path(path_type=Path))
 @click.option("-o", "--outdir", required=True, type=click.Path(path_type=Path),
               help="Folder for the results (created if missing); each keeps its input's file "
                    "name and format.")
@@ -148,10 +148,13 @@ def _given(ctx, name: str) -> bool:
                    "holds for fp32.")
 @click.option("--compare", is_flag=True,
               help="Also write NAME_compare.png: input | output side by side.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help="Skip (and report) images whose header declares more pixels than this, "
+                   "before decoding them.  [default: $SRN_PORT_MAX_PIXELS or 40000000]")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.pass_context
 def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, device, precision,
-           compare, force):
+           compare, max_pixels, force):
     """Deblur the images INPUT... (files and/or folders) with WEIGHTS into OUTDIR.
 
     WEIGHTS is a file written by `srn-port convert` or a TF checkpoint (folder or prefix).
@@ -207,9 +210,13 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
     from ..api.weights import load_model
 
     model = load_model(weights, device=dev)
-    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SrnPortError(f"Cannot create the output folder '{outdir}': "
+                           f"{exc.strerror or exc}. Choose an -o/--outdir you can write to.") from None
     failures, megapixels, elapsed = _run_jobs(model, jobs, mode, height, width, tile, overlap,
-                                              dev, precision, compare)
+                                              dev, precision, compare, max_pixels)
     done = len(jobs) - len(failures)
     rate = f"{elapsed / megapixels:.2f} s/megapixel" if megapixels else "no pixels"
     cfg = model.config
@@ -222,11 +229,13 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
         ctx.exit(1)
 
 
-def _run_jobs(model, jobs, mode, height, width, tile, overlap, dev, precision, compare):
+def _run_jobs(model, jobs, mode, height, width, tile, overlap, dev, precision, compare,
+              max_pixels=None):
     import torch
     from tqdm import tqdm
 
-    from ..api.deblur import deblur_image, read_image, side_by_side, write_image
+    from ..api.deblur import (cpu_has_native_bf16, deblur_image, read_image, side_by_side,
+                              write_image)
 
     _quiet_opencv()
     failures: List[Path] = []
@@ -247,7 +256,7 @@ def _run_jobs(model, jobs, mode, height, width, tile, overlap, dev, precision, c
         try:
             if job.problem:
                 raise SrnPortError(job.problem)
-            image = read_image(job.source)
+            image = read_image(job.source, max_pixels=max_pixels)
             result = deblur_image(model, image, mode=mode, height=height, width=width,
                                   tile=tile, overlap=overlap, precision=precision,
                                   progress=progress)
@@ -263,12 +272,9 @@ def _run_jobs(model, jobs, mode, height, width, tile, overlap, dev, precision, c
             tqdm.write(f"error: {msg}", file=sys.stderr)
         except torch.OutOfMemoryError:
             failures.append(job.source)
+            lower = ("fp16" if dev.type != "cpu" else "bf16" if cpu_has_native_bf16() else None)
             tqdm.write(f"error: '{job.source}': out of memory on {dev.type}; try --tile 512 "
-                       f"(or smaller), or --precision {'fp16' if dev.type != 'cpu' else 'bf16'}.",
-                       file=sys.stderr)
-        except OSError as exc:  # writing the output: disk full, permissions
-            failures.append(job.source)
-            tqdm.write(f"error: '{job.source}': could not write the result ({exc}).",
+                       f"(or smaller){f', or --precision {lower}' if lower else ''}.",
                        file=sys.stderr)
         finally:
             if "bar" in tiles:

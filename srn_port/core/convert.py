@@ -127,6 +127,19 @@ def convert_checkpoint(path, step: Optional[int] = None, variant: Optional[str] 
         for tf_name, pt in classes.mapped.items():
             arr = tf_to_torch_tensor(reader.get_tensor(tf_name)).astype(np.float32, copy=False)
             arrays[pt] = np.ascontiguousarray(arr)
+        not_finite = [f"{tf_name} ({int(np.count_nonzero(~np.isfinite(arrays[pt]))):,} of "
+                      f"{arrays[pt].size:,} values)" for tf_name, pt in classes.mapped.items()
+                      if not np.isfinite(arrays[pt]).all()]
+        if not_finite:
+            raise ConversionError(
+                f"Cannot convert {where}: weights hold NaN or infinite values, so the model "
+                f"would output garbage (typically an all-black image): {_listing(not_finite)}\n"
+                f"The training run diverged before this checkpoint was saved, or the file is "
+                f"damaged; convert an earlier checkpoint of the run.")
+        # Every stored tensor's checksum is verified, the dropped ones (optimizer slots,
+        # beta powers, step) too: a damaged checkpoint is reported, not half-trusted.
+        for name in classes.dropped:
+            reader.get_tensor(name)
         arrays = {k: arrays[k] for k in expected}  # model order
         conv = Conversion(config=config, arrays=arrays, source=str(reader.prefix),
                           step=_step(reader, names), mapped=dict(classes.mapped),

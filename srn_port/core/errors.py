@@ -24,3 +24,7 @@ class ModelFileError(SrnPortError):
 
 class ImageError(SrnPortError):
     """An image file or array that cannot be deblurred (unreadable, unsupported kind)."""
+
+
+class FileWriteError(SrnPortError):
+    """An output file could not be written (read-only folder, full disk); nothing was left."""

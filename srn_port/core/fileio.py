@@ -7,36 +7,78 @@ until the new content is complete.
 
 from __future__ import annotations
 
+import glob
 import os
 import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .errors import SrnPortError
+from .errors import FileWriteError, SrnPortError
 
 #: Temporary files are named ``.<target name>.<random>.tmp`` (hidden, beside the target).
 TMP_PREFIX = "."
 TMP_SUFFIX = ".tmp"
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(path) -> list:
+    """Delete the temporary files that earlier writes of ``path`` left behind when their
+    process was killed (``kill -9``, power loss): each is named after its writer's process
+    id, and only those whose process no longer runs are removed. Returns what was removed."""
+    path = Path(path)
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f"{TMP_PREFIX}{glob.escape(path.name)}.*{TMP_SUFFIX}"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        middle = tmp.name[len(TMP_PREFIX) + len(path.name) + 1:-len(TMP_SUFFIX)]
+        pid = middle.split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
+
+
 def atomic_write(path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it over
-    ``path``. On any error the temporary file is removed and ``path`` is untouched.
-    The file gets the mode a plain ``open()`` would give it (the umask's), not mkstemp's."""
+    ``path``. On any error the temporary file is removed and ``path`` is untouched; an
+    OSError (a read-only folder, a full disk) becomes a :class:`FileWriteError` naming the
+    file. The file gets the mode a plain ``open()`` would give it (the umask's), not
+    mkstemp's. Temporaries of killed earlier writes of ``path`` are cleaned up first."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=TMP_SUFFIX,
-                               dir=path.parent)
-    os.close(fd)
+    remove_stale_temporaries(path)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.{os.getpid()}.",
+                                   suffix=TMP_SUFFIX, dir=path.parent)
+        os.close(fd)
         write(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise FileWriteError(
+                f"Cannot write '{path}': {exc.strerror or exc}. Nothing was written there (and "
+                f"an existing file of that name is unchanged); check that the folder "
+                f"'{path.parent}' is writable and the disk has room.") from None
         raise
 
 

@@ -131,4 +131,9 @@ def detect_config(shapes: Mapping[str, Sequence[int]]) -> SRNConfig:
     has_lstm = any(n.startswith(f"{SCOPE}/convLSTM/") for n in shapes)
     variant = next(v for v, d in VARIANTS.items()
                    if d["channels"] == channels and d["lstm"] == has_lstm)
-    return SRNConfig(variant=variant, width=int(shape[3]))
+    try:
+        return SRNConfig(variant=variant, width=int(shape[3]))
+    except ValueError as exc:
+        raise ConversionError(
+            f"'{key}' has shape {list(shape)}, which gives an SRN width of {shape[3]} ({exc}). "
+            f"This is not a usable SRN-Deblur checkpoint.") from None

@@ -13,8 +13,9 @@ from typing import List
 import cv2
 import numpy as np
 
-from ..core.errors import ImageError
-from ..core.fileio import atomic_write
+from ..core import limits
+from ..core.errors import ImageError, SrnPortError
+from ..core.fileio import atomic_write, regular_file_size
 from ..core.options import IMAGE_EXTENSIONS
 
 #: The largest sample value of each supported sample type.
@@ -22,23 +23,61 @@ MAX_VALUE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
 
-def read_image(path) -> np.ndarray:
+def declared_size(data: bytes):
+    """(width, height) that an image file's header declares, read without decoding the
+    pixels (PIL reads headers lazily); None where PIL does not know the format."""
+    from PIL import Image
+
+    bomb_limit = Image.MAX_IMAGE_PIXELS  # PIL's own bomb check would hide the size
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception:  # not an image PIL knows, or a damaged header: OpenCV decides
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = bomb_limit
+
+
+def read_image(path, max_pixels: int = None) -> np.ndarray:
     """Read an image file as stored: HxW (gray), HxWx3 (RGB) or HxWx4 (RGBA), uint8 or
     uint16. EXIF orientation is not applied (neither did the original's scipy imread).
 
-    Raises :class:`ImageError` naming the file if it is not an image OpenCV can decode,
-    is truncated, or holds another sample type (float, signed).
+    Only regular files are read (not FIFOs or devices), at most ``limits.IMAGE_BYTES``; an
+    image whose header declares more than ``max_pixels`` pixels (default
+    ``limits.PIXELS``) is refused before its pixels are decoded. Raises
+    :class:`ImageError` naming the file if it is none of that, not an image OpenCV can
+    decode, truncated, or holds another sample type (float, signed).
     """
     path = Path(path)
+    max_pixels = limits.PIXELS.value() if max_pixels is None else max_pixels
+    try:
+        size = regular_file_size(path, "image")
+    except SrnPortError as exc:
+        raise ImageError(str(exc)) from None
+    if size > limits.IMAGE_BYTES.value():
+        raise ImageError(f"'{path}': {size:,} bytes, more than the {limits.IMAGE_BYTES.value():,} "
+                         f"srn-port reads as one image; raise {limits.IMAGE_BYTES.env} to read it.")
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ImageError(f"'{path}': cannot read the file ({exc.strerror or exc}).") from None
+    dims = declared_size(data)
+    if dims is not None and dims[0] * dims[1] > max_pixels:
+        raise ImageError(
+            f"'{path}': its header declares {dims[0]}x{dims[1]} pixels "
+            f"({dims[0] * dims[1] / 1e6:.1f} MP), more than the limit of {max_pixels / 1e6:g} MP. "
+            f"Skipped, nothing was decoded. To deblur it anyway, raise the limit "
+            f"(srn-port deblur --max-pixels N, or {limits.PIXELS.env}) and use --tile 512 to "
+            f"bound the network's memory.")
     if path.suffix.lower() in (".jpg", ".jpeg"):
         _check_jpeg_complete(path, data)
     image = None
     if data:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        try:
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error as exc:  # e.g. out of memory, or OpenCV's own pixel limit
+            raise ImageError(f"'{path}': OpenCV could not decode it ({str(exc).strip()}).") from None
     if image is None:
         raise ImageError(f"'{path}': not an image, or a corrupt one (OpenCV cannot decode "
                          f"it). Readable formats: {', '.join(IMAGE_EXTENSIONS)}.")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 
 from ..core.network import N_LEVELS, SRNConfig
@@ -156,7 +157,11 @@ class GoldenFile:
                 f"corrupted. Restore it (git checkout -- {self.path}) or regenerate it: "
                 f"{regenerate_command(self.path.stem)}") from None
         try:
-            self.info = self._validate()
+            try:
+                self.info = self._validate()
+            except (TypeError, KeyError, ValueError, AttributeError, OSError) as exc:
+                # a hand-edited structure (a group where a dataset belongs, a wrong type)
+                raise self._stale(f"its structure cannot be read ({type(exc).__name__}: {exc})")
             if verify_checkpoint:
                 self._verify_checkpoint(require_checkpoint)
         except BaseException:
@@ -238,15 +243,31 @@ class GoldenFile:
                               f"the SHA-256 recorded when the golden was made", info.regenerate)
 
     # -- tensors -----------------------------------------------------------------------
+    def _read(self, key: str) -> torch.Tensor:
+        """A dataset as a float32 tensor, its shape checked first (a compressed dataset could
+        claim any size), and read errors (flipped bytes) reported as a damaged golden."""
+        try:
+            data = self._f[key]
+            shape = tuple(data.shape)
+            n, c, h, w = self.info.input_shape
+            most_channels = 2 * 4 * 4 * self.info.config.width + 2 * c  # the ConvLSTM gates
+            if (not isinstance(data, _h5py().Dataset) or len(shape) != 4 or shape[0] != n
+                    or shape[1] > most_channels or shape[2] > h or shape[3] > w):
+                raise ValueError(f"/{key} has shape {list(shape)}, not that of an activation of "
+                                 f"a {list(self.info.input_shape)} input")
+            return torch.from_numpy(np.asarray(data[...], dtype=np.float32))
+        except (OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise self._stale(f"reading /{key} failed ({type(exc).__name__}: {exc})") from None
+
     def input(self) -> torch.Tensor:
-        return torch.from_numpy(self._f["input"][...])
+        return self._read("input")
 
     def tensor(self, level: int, name: str) -> torch.Tensor:
         """One node's activation at one level (NCHW float32), read from disk now."""
-        return torch.from_numpy(self._f[f"level{level}/{name}"][...])
+        return self._read(f"level{level}/{name}")
 
     def output(self, level: int) -> torch.Tensor:
-        return torch.from_numpy(self._f[f"outputs/level{level}"][...])
+        return self._read(f"outputs/level{level}")
 
     def close(self) -> None:
         self._f.close()

@@ -188,7 +188,7 @@ class Bundle:
         n = self.header.num_shards
         raise CheckpointError(
             f"The checkpoint {self.prefix} is incomplete: its index says the tensors are in "
-            f"{n} data file{'s' if n > 1 else ''}, but {len(missing)} "
+            f"{n:,} data file{'s' if n > 1 else ''}, but {len(missing):,} "
             f"{'is' if len(missing) == 1 else 'are'} missing: {_few(p.name for p in missing)} "
             f"(data files found for this prefix: {_few(present) if present else 'none'}). "
             f"Copy every file of the checkpoint into {self.prefix.parent}: "
