@@ -7,6 +7,8 @@ Public API::
     srn_port.SRN, srn_port.SRNConfig          # the model and its config
     srn_port.tf_resize_bilinear(x, size, align_corners=False, half_pixel_centers=False)
     srn_port.deblur_image(model, image)       # one image array in, deblurred array out
+    srn_port.srn_loss(outputs, sharp)         # the original multi-scale training loss
+    srn_port.TFAdam(params, lr)               # Adam with TF's update rule
 
 The package is layered; each layer imports only those below it (checked by import-linter
 contracts in the tests, see ``.importlinter``)::
@@ -34,6 +36,8 @@ _LAZY = {
     "load_model": ".api.weights",
     "read_checkpoint": ".core.checkpoint",
     "deblur_image": ".api.deblur",
+    "srn_loss": ".nn.loss",
+    "TFAdam": ".nn.optim",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -193,7 +193,9 @@ class SRN(nn.Module):
                 del feeds["prev_state"]
             result = self.run_level(level, feeds, capture)
             outputs.append(result[OUTPUT_NODE])
-            feeds = {"input": x, "prev_output": result[OUTPUT_NODE],
+            # The original feeds the previous prediction through tf.stop_gradient: in
+            # training no gradient flows from a level into the ones before it that way.
+            feeds = {"input": x, "prev_output": result[OUTPUT_NODE].detach(),
                      "prev_state": result.get(STATE_NODE)}
         return outputs
 

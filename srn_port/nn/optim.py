@@ -1,0 +1,98 @@
+"""Adam as TensorFlow computes it, and TF's polynomial learning-rate decay.
+
+``torch.optim.Adam`` is not the same optimizer as TF's ``AdamOptimizer``: TF folds the bias
+correction into the step size and adds epsilon to ``sqrt(v)``, not to ``sqrt(v_hat)``
+(docs/tf-numerics.md §4.2), and keeps ``beta1_power``/``beta2_power`` as float32 variables
+multiplied by beta after every step. :class:`TFAdam` reproduces TF's CPU kernel
+(``ApplyAdam`` in tensorflow/core/kernels/training_ops.cc) operation for operation in
+float32::
+
+    alpha = lr * sqrt(1 - beta2_power) / (1 - beta1_power)
+    m += (g - m) * (1 - beta1)
+    v += (g * g - v) * (1 - beta2)
+    var -= (m * alpha) / (sqrt(v) + epsilon)
+    beta1_power *= beta1; beta2_power *= beta2        (after all variables)
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import numpy as np
+import torch
+
+
+class TFAdam(torch.optim.Optimizer):
+    """Adam with TF's update rule. ``state["beta1_power"]``/``["beta2_power"]`` (float32
+    scalars shared by all parameters, as TF's) start at beta1/beta2; the slots ``m``/``v``
+    are TF's ``/Adam`` and ``/Adam_1``. ``lr`` may be changed between steps (a schedule)."""
+
+    def __init__(self, params: Iterable, lr: float = 1e-4, betas=(0.9, 0.999), eps: float = 1e-8):
+        if not lr >= 0 or not 0 <= betas[0] < 1 or not 0 <= betas[1] < 1 or not eps >= 0:
+            raise ValueError(f"invalid TFAdam settings lr={lr}, betas={betas}, eps={eps}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
+        b1, b2 = (np.float32(b) for b in self.defaults["betas"])
+        self.beta1_power = np.float32(b1)
+        self.beta2_power = np.float32(b2)
+
+    def state_dict(self):
+        out = super().state_dict()
+        out["tf_beta_powers"] = [float(self.beta1_power), float(self.beta2_power)]
+        return out
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        powers = state_dict.pop("tf_beta_powers", None)
+        super().load_state_dict(state_dict)
+        if powers is not None:
+            self.beta1_power, self.beta2_power = (np.float32(p) for p in powers)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        b1p, b2p = self.beta1_power, self.beta2_power
+        for group in self.param_groups:
+            b1, b2 = (np.float32(b) for b in group["betas"])
+            one = np.float32(1.0)
+            # float32 scalar arithmetic, as TF's kernel computes it on the device
+            alpha = np.float32(np.float32(group["lr"]) * np.sqrt(one - b2p)) / (one - b1p)
+            c1, c2, eps = one - b1, one - b2, np.float32(group["eps"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                state = self.state[p]
+                if not state:
+                    state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                m, v = state["m"], state["v"]
+                m.add_((g - m) * float(c1))
+                v.add_((g * g - v) * float(c2))
+                p.sub_((m * float(alpha)) / (v.sqrt() + float(eps)))
+        # TF's _finish: the shared powers advance once per step (after all variables).
+        b1, b2 = (np.float32(b) for b in self.param_groups[0]["betas"])
+        self.beta1_power = np.float32(b1p * b1)
+        self.beta2_power = np.float32(b2p * b2)
+        return loss
+
+
+def tf_polynomial_decay(step: int, learning_rate: float = 1e-4, decay_steps: int = 1,
+                        end_learning_rate: float = 0.0, power: float = 0.3) -> float:
+    """``tf.compat.v1.train.polynomial_decay`` (cycle=False) in float32, as TF computes it:
+    ``(lr - end) * (1 - min(step, decay_steps) / decay_steps) ** power + end``. The original
+    trains with lr 1e-4, end 0, power 0.3 over the run's steps."""
+    if decay_steps < 1:
+        raise ValueError(f"decay_steps must be positive, got {decay_steps}")
+    f = np.float32
+    p = f(min(step, decay_steps)) / f(decay_steps)
+    return float((f(learning_rate) - f(end_learning_rate)) * np.power(f(1) - p, f(power))
+                 + f(end_learning_rate))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, groups: Optional[list] = None) -> None:
+    """Set the learning rate of every parameter group (or of ``groups``)."""
+    for g in groups if groups is not None else optimizer.param_groups:
+        g["lr"] = lr

@@ -1,0 +1,84 @@
+"""The original training computation in TF (``tf.compat.v1``), for comparisons only: the
+multi-scale loss on the reference graph, its gradients for every variable, and TF's own
+``AdamOptimizer`` applied to given gradients (docs/original-srn.md §4)."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..core.network import SRNConfig
+from .graph import _session, build_generator, import_tf
+
+
+def tf_loss_and_gradients(checkpoint, config: SRNConfig, blur_nhwc: np.ndarray,
+                          sharp_nhwc: np.ndarray, threads: Optional[int] = None):
+    """(loss, level losses, {variable name: gradient}) of the original loss on the graph
+    restored from ``checkpoint``, for one batch (NHWC float32, already in the model's
+    channels). Gradients are in TF's layouts, keyed by TF variable names."""
+    tf, _ = import_tf()
+    graph = tf.Graph()
+    with graph.as_default():
+        blur = tf.compat.v1.placeholder(tf.float32, list(blur_nhwc.shape))
+        sharp = tf.compat.v1.placeholder(tf.float32, list(sharp_nhwc.shape))
+        outputs = build_generator(blur, config)
+        levels = []
+        for out in outputs:
+            hi, wi = out.get_shape().as_list()[1:3]
+            gt = tf.compat.v1.image.resize_images(sharp, [hi, wi], method=0)
+            levels.append(tf.reduce_mean((gt - out) ** 2))
+        loss = tf.add_n(levels)
+        variables = tf.compat.v1.trainable_variables()
+        grads = tf.gradients(loss, variables)
+        saver = tf.compat.v1.train.Saver(tf.compat.v1.global_variables(scope="g_net"))
+        with _session(tf, graph, threads) as sess:
+            saver.restore(sess, str(checkpoint))
+            value, level_values, grad_values = sess.run(
+                [loss, levels, grads], feed_dict={blur: blur_nhwc, sharp: sharp_nhwc})
+    names = [v.op.name for v in variables]
+    return float(value), [float(x) for x in level_values], dict(zip(names, grad_values))
+
+
+def tf_adam_steps(initial: Mapping[str, np.ndarray], gradients: Sequence[Mapping[str, np.ndarray]],
+                  learning_rates: Sequence[float], beta1: float = 0.9, beta2: float = 0.999,
+                  epsilon: float = 1e-8) -> Dict[str, object]:
+    """Run ``tf.compat.v1.train.AdamOptimizer`` on variables starting at ``initial``, one
+    ``apply_gradients`` per entry of ``gradients`` (fed, not computed), with that step's
+    learning rate. Returns the final variables, slots ``<name>/Adam``, ``<name>/Adam_1`` and
+    ``beta1_power``/``beta2_power``."""
+    tf, _ = import_tf()
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = {n: tf.compat.v1.get_variable(n.replace("/", "__"), initializer=v)
+                     for n, v in initial.items()}
+        feeds = {n: tf.compat.v1.placeholder(tf.float32, v.shape) for n, v in initial.items()}
+        lr = tf.compat.v1.placeholder(tf.float32, [])
+        opt = tf.compat.v1.train.AdamOptimizer(lr, beta1=beta1, beta2=beta2, epsilon=epsilon)
+        train = opt.apply_gradients([(feeds[n], variables[n]) for n in initial])
+        with _session(tf, graph, 1) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            for grads, rate in zip(gradients, learning_rates):
+                feed = {feeds[n]: grads[n] for n in initial}
+                feed[lr] = rate
+                sess.run(train, feed_dict=feed)
+            out: Dict[str, object] = {n: sess.run(v) for n, v in variables.items()}
+            for n, v in variables.items():
+                out[f"{n}/Adam"] = sess.run(opt.get_slot(v, "m"))
+                out[f"{n}/Adam_1"] = sess.run(opt.get_slot(v, "v"))
+            b1p, b2p = opt._get_beta_accumulators()
+            out["beta1_power"], out["beta2_power"] = sess.run([b1p, b2p])
+    return out
+
+
+def tf_polynomial_decay_values(steps: List[int], learning_rate: float, decay_steps: int,
+                               end_learning_rate: float = 0.0, power: float = 0.3) -> List[float]:
+    """TF's ``polynomial_decay`` evaluated at each of ``steps``."""
+    tf, _ = import_tf()
+    graph = tf.Graph()
+    with graph.as_default():
+        step = tf.compat.v1.placeholder(tf.int64, [])
+        lr = tf.compat.v1.train.polynomial_decay(learning_rate, step, decay_steps,
+                                                 end_learning_rate=end_learning_rate, power=power)
+        with _session(tf, graph, 1) as sess:
+            return [float(sess.run(lr, feed_dict={step: s})) for s in steps]
