@@ -207,6 +207,9 @@ def test_non_finite_weights_are_refused(tmp_path, bad, weights):
     save_weights(sd, {"variant": "color", "width": 4}, out)
     with pytest.raises(ModelFileError, match="NaN or infinite"):
         load_model(out)
+    res = run("export-tf", out, tmp_path / "tf")
+    assert res.exit_code == 1 and "NaN or infinite" in one_paragraph_error(res)
+    assert not list(tmp_path.glob("tf/*.index"))
     photo = tmp_path / "a.png"
     photo.write_bytes(encode_image(np.full((32, 32, 3), 100, np.uint8), ".png"))
     res = run("deblur", out, photo, "-o", tmp_path / "o")

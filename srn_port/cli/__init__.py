@@ -19,6 +19,7 @@ from ..core.errors import SrnPortError
 from .convert import convert, inspect
 from .deblur import deblur
 from .diff import EXIT_USAGE, diff
+from .export_tf import export_tf
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 #: Exit status of a user error, by command (default 1).
@@ -43,7 +44,7 @@ def cli():
     """SRN-Deblur in PyTorch: convert the TF checkpoints, check parity, deblur images."""
 
 
-for _command in (convert, inspect, diff, deblur):
+for _command in (convert, inspect, diff, deblur, export_tf):
     cli.add_command(_command)
 
 
