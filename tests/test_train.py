@@ -91,3 +91,42 @@ def test_polynomial_decay_of_the_original():
     assert tf_polynomial_decay(50, 1e-4, 100) == pytest.approx(1e-4 * 0.5 ** 0.3, rel=1e-6)
     with pytest.raises(ValueError):
         tf_polynomial_decay(1, 1e-4, 0)
+
+
+def test_a_tf_runs_adam_state_is_read_and_taken_over(tmp_path):
+    from _srn_ckpt import write_srn_checkpoint
+    from srn_port.core.convert import convert_checkpoint, read_adam_state
+    from srn_port.core.export import tf_variables
+    from srn_port.core.naming import torch_to_tf_name
+
+    config = SRNConfig("lstm", 3)
+    prefix = write_srn_checkpoint(tmp_path / "run", config)  # weights + /Adam, /Adam_1 slots
+    state = read_adam_state(prefix)
+    conv = convert_checkpoint(prefix)
+    assert set(state["m"]) == set(conv.arrays) == set(state["v"])
+    assert state["step"] == 523000
+    # the inverse of the export: back to TF variables, bit for bit
+    back = tf_variables(conv.arrays, adam=state, step=state["step"])
+    from srn_port.core.checkpoint import read_checkpoint
+    original = read_checkpoint(prefix)
+    for name, value in back.items():
+        assert np.array_equal(value, original[name]) and value.dtype == original[name].dtype, name
+    model = SRN(config)
+    opt = TFAdam(model.parameters())
+    opt.load_tf_state(model.named_parameters(), state)
+    p = model.dec1_0.weight
+    assert torch.equal(opt.state[p]["m"], torch.from_numpy(state["m"]["dec1_0.weight"]))
+    assert opt.beta1_power == np.float32(original["beta1_power"])
+    assert torch_to_tf_name("dec1_0.weight") + "/Adam" in original
+
+
+def test_resuming_needs_the_adam_slots(tmp_path):
+    from _srn_ckpt import srn_tensors, write_srn_checkpoint
+    from srn_port.core.convert import read_adam_state
+    from srn_port.core.errors import ConversionError
+
+    config = SRNConfig("color", 3)
+    prefix = write_srn_checkpoint(tmp_path / "w", config,
+                                  tensors=srn_tensors(config, slots=()))
+    with pytest.raises(ConversionError, match="no Adam state to resume from"):
+        read_adam_state(prefix)

@@ -104,3 +104,38 @@ def test_tf_adam_follows_tf_adam_optimizer_for_20_steps():
     k = "g_net/a/weights"
     assert not within(float(np.abs(plain[k].detach().numpy() - ref[k]).max()),
                       float(np.abs(ref[k]).max()), tol)
+
+
+def test_resuming_a_tf_runs_adam_state_continues_as_tf_would(tf_checkpoints):
+    """A TF checkpoint saved after a training step (make_checkpoint: one Adam step, saved
+    with its slots and beta powers) is resumed by srn-port; srn-port and TF then take 5
+    more steps on the same gradients (srn-port's own, from the original loss)."""
+    from srn_port.core.convert import read_adam_state
+    from srn_port.core.export import tf_variables
+    from srn_port.reference.training import tf_adam_steps
+
+    config = SRNConfig("lstm", 4)
+    prefix = tf_checkpoints("lstm", 4, 0)
+    state = read_adam_state(prefix)
+    model = load_model(prefix, channels_last=False).train()
+    opt = TFAdam(model.parameters(), lr=1e-4)
+    opt.load_tf_state(model.named_parameters(), state)
+    start = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    blur, sharp = batch(config, 3, size=32)
+    grads, rates = [], [tf_polynomial_decay(s, 1e-4, 10) for s in range(5, 10)]
+    for rate in rates:
+        opt.zero_grad()
+        srn_loss(model(nchw(blur)), nchw(sharp)).backward()
+        grads.append(tf_variables({n: p.grad.numpy() for n, p in model.named_parameters()}))
+        for group in opt.param_groups:
+            group["lr"] = rate
+        opt.step()
+    tf_state = tf_variables(start, adam=state)
+    initial = {n: v for n, v in tf_state.items() if n.startswith("g_net/") and "/Adam" not in n}
+    ref = tf_adam_steps(initial, grads, rates, state=tf_state)
+    tol = TOLERANCES["optimizer"]
+    ours = tf_variables({n: p.detach().numpy() for n, p in model.named_parameters()})
+    for name in initial:
+        assert within(float(np.abs(ours[name] - ref[name]).max()),
+                      float(np.abs(ref[name]).max()), tol), name
+    assert opt.beta1_power == ref["beta1_power"] and opt.beta2_power == ref["beta2_power"]

@@ -149,3 +149,38 @@ def convert_checkpoint(path, step: Optional[int] = None, variant: Optional[str] 
             conv.notes.append(f"weights stored as {', '.join(non_f32)} were converted to float32")
         return conv
 
+
+
+def read_adam_state(path, step: Optional[int] = None) -> dict:
+    """The Adam state of a TF training checkpoint, for resuming the run: ``{"m": {param:
+    array}, "v": {param: array}, "beta1_power": float, "beta2_power": float, "step": int}``
+    with the moments (``/Adam``, ``/Adam_1``) in PyTorch layout under the parameter names,
+    the inverse of :func:`srn_port.core.export.tf_variables`. A checkpoint without the
+    slots of every weight (e.g. one exported for inference) is a ConversionError."""
+    conv = convert_checkpoint(path, step=step)  # strict: names, shapes, checksums, finiteness
+    with CheckpointReader(path, step=step) as reader:
+        names = set(reader.keys())
+        missing = [f"{tf}/{slot}" for tf in conv.mapped for slot in ("Adam", "Adam_1")
+                   if f"{tf}/{slot}" not in names]
+        missing += [n for n in ("beta1_power", "beta2_power") if n not in names]
+        if missing:
+            raise ConversionError(
+                f"Checkpoint '{reader.prefix}' has no Adam state to resume from: "
+                f"{len(missing)} of its slots are missing (e.g. {', '.join(missing[:3])}). "
+                f"Resuming a TF run needs a checkpoint saved by its training Saver (weights, "
+                f"/Adam and /Adam_1 slots, beta1_power, beta2_power); start from the weights "
+                f"alone instead (no resume).")
+        state: dict = {"m": {}, "v": {}}
+        for tf_name, param in conv.mapped.items():
+            for key, slot in (("m", "Adam"), ("v", "Adam_1")):
+                value = reader.get_tensor(f"{tf_name}/{slot}")
+                state[key][param] = np.ascontiguousarray(
+                    tf_to_torch_tensor(value).astype(np.float32, copy=False))
+        for key in ("beta1_power", "beta2_power"):
+            value = reader.get_tensor(key)
+            if value.shape != () or not np.isfinite(value) or not 0 < float(value) < 1:
+                raise ConversionError(f"Checkpoint '{reader.prefix}': {key} is {value!r}; Adam's "
+                                      f"bias-correction power must be a scalar in (0, 1).")
+            state[key] = float(np.float32(value))
+    state["step"] = conv.step
+    return state

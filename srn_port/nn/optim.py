@@ -47,6 +47,29 @@ class TFAdam(torch.optim.Optimizer):
         if powers is not None:
             self.beta1_power, self.beta2_power = (np.float32(p) for p in powers)
 
+    def load_tf_state(self, named_params, adam: dict) -> None:
+        """Take over a TF run's Adam state (:func:`srn_port.core.convert.read_adam_state`):
+        the ``/Adam`` and ``/Adam_1`` slots of every parameter (``named_params``: name ->
+        parameter, e.g. ``dict(model.named_parameters())``) and the beta powers, so that the
+        next step is the one TF would have taken."""
+        named_params = dict(named_params)
+        for key in ("m", "v"):
+            unknown = sorted(set(adam[key]) - set(named_params))
+            lacking = sorted(set(named_params) - set(adam[key]))
+            if unknown or lacking:
+                raise ValueError(f"the Adam '{key}' slots do not match the parameters: missing "
+                                 f"{lacking[:5]}, unknown {unknown[:5]}")
+        for name, p in named_params.items():
+            state = self.state[p]
+            for key in ("m", "v"):
+                slot = torch.as_tensor(adam[key][name], dtype=p.dtype, device=p.device)
+                if slot.shape != p.shape:
+                    raise ValueError(f"the Adam '{key}' slot of {name} has shape "
+                                     f"{tuple(slot.shape)}, the parameter {tuple(p.shape)}")
+                state[key] = torch.empty_like(p).copy_(slot)  # in the parameter's layout
+        self.beta1_power = np.float32(adam["beta1_power"])
+        self.beta2_power = np.float32(adam["beta2_power"])
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None

@@ -42,11 +42,13 @@ def tf_loss_and_gradients(checkpoint, config: SRNConfig, blur_nhwc: np.ndarray,
 
 def tf_adam_steps(initial: Mapping[str, np.ndarray], gradients: Sequence[Mapping[str, np.ndarray]],
                   learning_rates: Sequence[float], beta1: float = 0.9, beta2: float = 0.999,
-                  epsilon: float = 1e-8) -> Dict[str, object]:
+                  epsilon: float = 1e-8,
+                  state: Optional[Mapping[str, object]] = None) -> Dict[str, object]:
     """Run ``tf.compat.v1.train.AdamOptimizer`` on variables starting at ``initial``, one
     ``apply_gradients`` per entry of ``gradients`` (fed, not computed), with that step's
-    learning rate. Returns the final variables, slots ``<name>/Adam``, ``<name>/Adam_1`` and
-    ``beta1_power``/``beta2_power``."""
+    learning rate. ``state`` (``<name>/Adam``, ``<name>/Adam_1``, ``beta1_power``,
+    ``beta2_power``) continues an earlier run's optimizer. Returns the final variables,
+    slots and beta powers under the same names."""
     tf, _ = import_tf()
     graph = tf.Graph()
     with graph.as_default():
@@ -58,6 +60,13 @@ def tf_adam_steps(initial: Mapping[str, np.ndarray], gradients: Sequence[Mapping
         train = opt.apply_gradients([(feeds[n], variables[n]) for n in initial])
         with _session(tf, graph, 1) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
+            if state is not None:
+                for n, v in variables.items():
+                    opt.get_slot(v, "m").load(state[f"{n}/Adam"], sess)
+                    opt.get_slot(v, "v").load(state[f"{n}/Adam_1"], sess)
+                b1p, b2p = opt._get_beta_accumulators()
+                b1p.load(state["beta1_power"], sess)
+                b2p.load(state["beta2_power"], sess)
             for grads, rate in zip(gradients, learning_rates):
                 feed = {feeds[n]: grads[n] for n in initial}
                 feed[lr] = rate
