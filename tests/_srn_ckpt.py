@@ -30,7 +30,9 @@ def srn_tensors(config: SRNConfig, seed: int = 0, slots=("Adam", "Adam_1")) -> d
     tensors = dict(weights)
     for name, value in weights.items():
         for slot in slots:
-            tensors[f"{name}/{slot}"] = rng.standard_normal(value.shape).astype(np.float32)
+            moment = rng.standard_normal(value.shape).astype(np.float32)
+            # Adam's second moment (the second slot) is never negative
+            tensors[f"{name}/{slot}"] = np.abs(moment) if slot.endswith("_1") else moment
     tensors["beta1_power"] = np.float32(0.81)
     tensors["beta2_power"] = np.float32(0.998001)
     tensors["Variable"] = np.int32(523000)

@@ -130,3 +130,16 @@ def test_resuming_needs_the_adam_slots(tmp_path):
                                   tensors=srn_tensors(config, slots=()))
     with pytest.raises(ConversionError, match="no Adam state to resume from"):
         read_adam_state(prefix)
+
+
+def test_a_negative_second_moment_is_not_adam_state(tmp_path):
+    from _srn_ckpt import srn_tensors, write_srn_checkpoint
+    from srn_port.core.convert import read_adam_state
+    from srn_port.core.errors import ConversionError
+
+    config = SRNConfig("color", 3)
+    tensors = srn_tensors(config)
+    tensors["g_net/enc1_1/weights/Adam_1"] = -tensors["g_net/enc1_1/weights/Adam_1"] - 1
+    prefix = write_srn_checkpoint(tmp_path / "w", config, tensors=tensors)
+    with pytest.raises(ConversionError, match="enc1_1/weights/Adam_1 holds negative values"):
+        read_adam_state(prefix)

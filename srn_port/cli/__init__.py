@@ -20,6 +20,7 @@ from .convert import convert, inspect
 from .deblur import deblur
 from .diff import EXIT_USAGE, diff
 from .export_tf import export_tf
+from .train import train
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 #: Exit status of a user error, by command (default 1).
@@ -44,7 +45,7 @@ def cli():
     """SRN-Deblur in PyTorch: convert the TF checkpoints, check parity, deblur images."""
 
 
-for _command in (convert, inspect, diff, deblur, export_tf):
+for _command in (convert, inspect, diff, deblur, export_tf, train):
     cli.add_command(_command)
 
 

@@ -176,6 +176,14 @@ def read_adam_state(path, step: Optional[int] = None) -> dict:
                 value = reader.get_tensor(f"{tf_name}/{slot}")
                 state[key][param] = np.ascontiguousarray(
                     tf_to_torch_tensor(value).astype(np.float32, copy=False))
+                if not np.isfinite(state[key][param]).all() or (
+                        key == "v" and (state[key][param] < 0).any()):
+                    raise ConversionError(
+                        f"Checkpoint '{reader.prefix}': {tf_name}/{slot} holds "
+                        f"{'negative' if key == 'v' else 'NaN or infinite'} values, which "
+                        f"Adam's {'second' if key == 'v' else 'first'} moment never has; the "
+                        f"checkpoint is damaged or not from Adam. Start from its weights "
+                        f"alone instead.")
         for key in ("beta1_power", "beta2_power"):
             value = reader.get_tensor(key)
             if value.shape != () or not np.isfinite(value) or not 0 < float(value) < 1:

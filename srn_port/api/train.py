@@ -1,0 +1,353 @@
+"""Training as the original trains (docs/original-srn.md §4), in PyTorch.
+
+The original loss (:func:`srn_port.nn.loss.srn_loss`), Adam with TF's rule
+(:class:`srn_port.nn.optim.TFAdam`), the polynomial decay 1e-4 -> 0 with power 0.3 over the
+run's steps, batch 16 of 256x256 random crops (the same window in blur and sharp), gray and
+lstm models on TF's ``rgb_to_grayscale`` of the pair, no gradient clipping unless asked for
+(``clip_lstm``: the original defines it for the ConvLSTM, global norm 3, but never uses it).
+
+Start points: slim's initializers (Xavier-uniform weights, zero biases), a converted file
+or TF checkpoint (``init``), or a TF training checkpoint with its Adam state (``resume_tf``:
+the schedule and the optimizer pick up where TF stopped), or this trainer's own state
+(``resume``).
+
+Exactness of resuming: the data a step sees is a pure function of (seed, step) — the
+epoch's permutation of the pairs and every crop are seeded by their position — so a run
+resumed from its state file ends with the same weights as an uninterrupted one. The state
+(weights, optimizer, step, settings) is written atomically every ``save_every`` steps, at
+the end, and when the process gets SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .. import __version__
+from ..core.convert import read_adam_state
+from ..core.errors import SrnPortError
+from ..core.fileio import atomic_write
+from ..core.network import SRNConfig
+from ..core.weightfile import save_safetensors
+from ..data import synthetic
+from ..data.pairs import Pair, check_pairs, load_pair, random_crop
+from ..nn.loss import srn_loss
+from ..nn.model import SRN
+from ..nn.optim import TFAdam, tf_polynomial_decay
+from .weights import load_model
+
+STATE_FILE = "train_state.pt"
+WEIGHTS_FILE = "model.safetensors"
+LOG_FILE = "log.jsonl"
+#: The original's schedule and optimizer settings.
+LR, END_LR, POWER = 1e-4, 0.0, 0.3
+LSTM_CLIP_NORM = 3.0
+_DATA_STREAM, _CROP_STREAM = 11, 12
+#: Settings a resumed run must share with the state it resumes.
+_RESUME_KEYS = ("variant", "width", "steps", "batch", "crop", "lr", "seed", "clip_lstm",
+                "data")
+
+
+class TrainError(SrnPortError):
+    """Training cannot start or resume as asked."""
+
+
+@dataclass
+class TrainConfig:
+    variant: str = "color"
+    width: int = 32
+    steps: int = 1000
+    batch: int = 16
+    crop: int = 256
+    lr: float = LR
+    seed: int = 0
+    clip_lstm: bool = False
+    save_every: int = 500
+    log_every: int = 10
+    val_every: int = 0
+    workers: int = 0
+    data: str = ""  # what the data is (a folder, a datalist, "synthetic"), for resuming
+    notes: List[str] = field(default_factory=list)
+
+
+class PairCrops(Dataset):
+    """Item k (a position in the run's sample stream) -> (blur, sharp) NCHW-ready float32
+    crops. Position k of epoch k // N is pair ``perm_epoch[k % N]``, cropped by a generator
+    seeded with (seed, k): any worker, any restart gives the same sample."""
+
+    def __init__(self, pairs: Sequence[Pair], channels: int, crop: int, seed: int):
+        self.pairs, self.channels, self.crop, self.seed = list(pairs), channels, crop, seed
+        self._perms = {}
+
+    def __len__(self):  # positions are unbounded; the sampler chooses them
+        return 2**62
+
+    def _pair(self, k: int) -> Pair:
+        n = len(self.pairs)
+        epoch = k // n
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([_DATA_STREAM, self.seed, epoch])
+                           .permutation(n)}
+        return self.pairs[int(self._perms[epoch][k % n])]
+
+    def __getitem__(self, k: int):
+        blur, sharp = load_pair(self._pair(k), self.channels)
+        rng = np.random.default_rng([_CROP_STREAM, self.seed, k])
+        blur, sharp = random_crop(blur, sharp, self.crop, rng)
+        return torch.from_numpy(blur.transpose(2, 0, 1)), torch.from_numpy(sharp.transpose(2, 0, 1))
+
+
+class SyntheticCrops(Dataset):
+    """Synthetic camera-shake pairs (:mod:`srn_port.data.synthetic`) for demos: item k is
+    pair k % batch of ``training_batch(seed, k // batch)``."""
+
+    def __init__(self, channels: int, crop: int, seed: int, batch: int):
+        self.channels, self.crop, self.seed, self.batch = channels, crop, seed, batch
+        self._cache = (None, None)
+
+    def __len__(self):
+        return 2**62
+
+    def __getitem__(self, k: int):
+        step = k // self.batch
+        if self._cache[0] != step:
+            self._cache = (step, synthetic.training_batch(self.seed, step, self.batch, self.crop))
+        blur, sharp = (a[k % self.batch].astype(np.float32) / np.float32(255)
+                       for a in self._cache[1])
+        if self.channels == 1:
+            from ..data.pairs import GRAY_WEIGHTS
+            blur, sharp = (np.tensordot(a, GRAY_WEIGHTS, axes=([2], [0]))[:, :, None]
+                           for a in (blur, sharp))
+        return (torch.from_numpy(np.ascontiguousarray(blur.transpose(2, 0, 1))),
+                torch.from_numpy(np.ascontiguousarray(sharp.transpose(2, 0, 1))))
+
+
+def slim_init(model: SRN, seed: int) -> None:
+    """slim.conv2d's defaults: Xavier (Glorot) uniform weights, zero biases, seeded."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.zero_()
+                continue
+            k = p.shape[2] * p.shape[3]
+            limit = math.sqrt(6.0 / (k * p.shape[0] + k * p.shape[1]))
+            p.copy_(torch.rand(p.shape, generator=gen) * (2 * limit) - limit)
+
+
+def _lstm_params(model: SRN):
+    return [p for n, p in model.named_parameters() if n.startswith("convLSTM.")]
+
+
+def _psnr_of(model: SRN, pairs, channels: int) -> float:
+    """Mean PSNR (8 bits) of the finest output on held-out (blur, sharp) float crops."""
+    values = []
+    model.eval()
+    with torch.no_grad():
+        for blur, sharp in pairs:
+            out = model(blur[None])[-1][0]
+            a = np.clip(np.round(np.clip(out.numpy(), 0, 1) * 255), 0, 255)
+            b = np.round(sharp.numpy() * 255)
+            values.append(synthetic.psnr(a, b))
+    model.train()
+    return float(np.mean(values))
+
+
+class Trainer:
+    """One training run into ``out`` (state, weights, log)."""
+
+    def __init__(self, config: TrainConfig, dataset: Dataset, out, *, init=None,
+                 resume: bool = False, resume_tf=None, val: Sequence = (),
+                 tensorboard: bool = False, progress: Optional[Callable] = None):
+        self.config, self.dataset, self.out = config, dataset, Path(out)
+        self.val, self.progress = list(val), progress
+        if sum(x is not None and x is not False for x in (init, resume_tf)) + bool(resume) > 1:
+            raise TrainError("Give one start point: init weights, resume (this trainer's "
+                             "state) or resume_tf (a TF training checkpoint).")
+        if config.steps < 1 or config.batch < 1 or config.crop < 16 or config.crop % 16:
+            raise TrainError(f"steps ({config.steps}) and batch ({config.batch}) must be "
+                             f"positive and the crop ({config.crop}) a multiple of 16.")
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.model = SRN(SRNConfig(config.variant, config.width)).train()
+        self.opt = TFAdam(self.model.parameters(), lr=config.lr)
+        self.step = 0
+        state_path = self.out / STATE_FILE
+        if resume:
+            self._load_state(state_path)
+        else:
+            if state_path.exists():
+                raise TrainError(f"'{self.out}' already holds a training state ({STATE_FILE}); "
+                                 f"resume it (--resume) or train into another folder.")
+            if resume_tf is not None:
+                self._start_from_tf(resume_tf)
+            elif init is not None:
+                self._load_weights(init)
+            else:
+                slim_init(self.model, config.seed)
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise TrainError("TensorBoard logging needs the tensorboard package: pip "
+                                 "install 'srn-port[train]' (or drop --tensorboard).") from None
+            self.writer = SummaryWriter(str(self.out / "tensorboard"))
+        self._stop = False
+
+    # -- start points ------------------------------------------------------------------
+    def _load_weights(self, path) -> None:
+        src = load_model(path, channels_last=False)
+        if src.config != self.model.config:
+            raise TrainError(f"'{path}' is an SRN {src.config.variant} model of width "
+                             f"{src.config.width}; this run trains {self.model.config.variant} "
+                             f"of width {self.model.config.width}.")
+        self.model.load_state_dict(src.state_dict())
+
+    def _start_from_tf(self, checkpoint) -> None:
+        self._load_weights(checkpoint)
+        adam = read_adam_state(checkpoint)
+        self.opt.load_tf_state(self.model.named_parameters(), adam)
+        self.step = int(adam["step"] or 0)
+        if self.step >= self.config.steps:
+            raise TrainError(f"The TF checkpoint is at step {self.step}, at or past the run's "
+                             f"{self.config.steps} steps; give more --steps.")
+
+    def _load_state(self, path: Path) -> None:
+        if not path.is_file():
+            raise TrainError(f"There is no training state to resume in '{self.out}' "
+                             f"({STATE_FILE} is missing); start a new run instead.")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            saved = state["config"]
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            step = int(state["step"])
+        except Exception as exc:
+            raise TrainError(f"'{path}' is not a readable srn-port training state ({exc}); "
+                             f"start a new run in another folder.") from None
+        changed = [f"{k}: {saved.get(k)!r} -> {getattr(self.config, k)!r}" for k in _RESUME_KEYS
+                   if saved.get(k) != getattr(self.config, k)]
+        if changed:
+            raise TrainError(f"The run in '{self.out}' was started with other settings, so "
+                             f"resuming would not continue it: {'; '.join(changed)}. Resume "
+                             f"with the same settings, or train into another folder.")
+        self.step = step
+
+    # -- the loop ----------------------------------------------------------------------
+    def save(self) -> None:
+        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                 "step": self.step, "config": asdict(self.config),
+                 "srn_port_version": __version__}
+        atomic_write(self.out / STATE_FILE, lambda tmp: torch.save(state, tmp))
+        arrays = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        meta = {"variant": self.config.variant, "width": self.config.width,
+                "source": f"srn-port train ({self.config.data})", "step": self.step,
+                "srn_port_version": __version__}
+        save_safetensors(arrays, meta, self.out / WEIGHTS_FILE, force=True)
+
+    def _log(self, record: dict) -> None:
+        with open(self.out / LOG_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, record["step"])
+
+    def _on_signal(self, signum, frame):
+        self._stop = True
+
+    def run(self, stop_after: Optional[int] = None) -> int:
+        """Train to ``config.steps`` (or until step ``stop_after``, or a signal); returns the
+        step reached. The state is saved at the end whatever ended the loop."""
+        c = self.config
+        end = c.steps if stop_after is None else min(c.steps, stop_after)
+        sampler = range(self.step * c.batch, end * c.batch)
+        loader = DataLoader(self.dataset, batch_size=c.batch, sampler=sampler,
+                            num_workers=c.workers, persistent_workers=False)
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        started, done = time.perf_counter(), 0
+        failed = True
+        try:
+            for blur, sharp in loader:
+                lr = tf_polynomial_decay(self.step, c.lr, c.steps, END_LR, POWER)
+                for group in self.opt.param_groups:
+                    group["lr"] = lr
+                self.opt.zero_grad(set_to_none=True)
+                loss = srn_loss(self.model(blur), sharp)
+                loss.backward()
+                if c.clip_lstm and self.model.config.use_lstm:
+                    torch.nn.utils.clip_grad_norm_(_lstm_params(self.model), LSTM_CLIP_NORM)
+                self.opt.step()
+                self.step += 1
+                done += 1
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise TrainError(f"The loss became {value} at step {self.step}: the run "
+                                     f"diverged. The last saved state is kept; lower the "
+                                     f"learning rate or check the data.")
+                rate = done * c.batch / (time.perf_counter() - started)
+                if self.progress is not None:
+                    self.progress(self.step, c.steps, value, rate)
+                if self.step % c.log_every == 0 or self.step == end:
+                    self._log({"step": self.step, "loss": value, "lr": lr,
+                               "pairs_per_s": round(rate, 3)})
+                if c.val_every and self.val and self.step % c.val_every == 0:
+                    self._log({"step": self.step, "val_psnr": _psnr_of(self.model, self.val,
+                                                                       self.model.config.channels)})
+                if self.step % c.save_every == 0 and self.step != end:
+                    self.save()
+                if self._stop:
+                    break
+            failed = False
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+            if not failed:  # a diverged or failed step never replaces the last good state
+                self.save()
+            if self.writer is not None:
+                self.writer.close()
+        return self.step
+
+    @property
+    def interrupted(self) -> bool:
+        return self._stop
+
+
+def dataset_for(pairs: Optional[Sequence[Pair]], config: TrainConfig, channels: int) -> Dataset:
+    """The training samples: pairs from files (checked first) or synthetic ones."""
+    if pairs is None:
+        return SyntheticCrops(channels, config.crop, config.seed, config.batch)
+    check_pairs(pairs, config.crop)
+    return PairCrops(pairs, channels, config.crop, config.seed)
+
+
+def held_out(pairs: Optional[Sequence[Pair]], channels: int, n: int = 8, size: int = 128):
+    """Validation crops: the centre ``size`` crops of ``pairs``, or synthetic held-out pairs."""
+    out = []
+    if pairs is None:
+        for blur, sharp in synthetic.held_out_set(n, size, photos=False):
+            pair = [a.astype(np.float32) / np.float32(255) for a in (blur, sharp)]
+            if channels == 1:
+                from ..data.pairs import GRAY_WEIGHTS
+                pair = [np.tensordot(a, GRAY_WEIGHTS, axes=([2], [0]))[:, :, None] for a in pair]
+            out.append(tuple(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+                             for a in pair))
+        return out
+    for pair in list(pairs)[:n]:
+        blur, sharp = load_pair(pair, channels)
+        h, w = blur.shape[:2]
+        s = min(size, h // 16 * 16, w // 16 * 16)
+        y, x = (h - s) // 2, (w - s) // 2
+        out.append(tuple(torch.from_numpy(np.ascontiguousarray(a[y:y + s, x:x + s]
+                                                               .transpose(2, 0, 1)))
+                         for a in (blur, sharp)))
+    return out
