@@ -198,3 +198,34 @@ def test_tensorboard_event_files(tmp_path):
     cfg = config(steps=2)
     Trainer(cfg, dataset_for(None, cfg, 3), tmp_path / "run", tensorboard=True).run()
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_two_torchrun_processes_follow_one_process(tmp_path):
+    """DDP with 2 gloo processes (torchrun) against 1 process, the same global batch."""
+    import subprocess
+    import sys
+
+    from srn_port.core.tolerances import TOLERANCES, within
+
+    args = ["train", None, "--synthetic", "--width", "2", "--steps", "3", "--batch", "4",
+            "--crop", "32", "--threads", "1", "--log-every", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for name, launcher in (("one", [sys.executable, "-m", "srn_port"]),
+                           ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                    "--nproc_per_node", "2", "-m", "srn_port"])):
+        out = tmp_path / name
+        cmd = launcher + [str(out) if a is None else a for a in args]
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert res.stdout.count("trained steps 0..3") == 1  # rank 0 reports, once
+        runs[name] = [json.loads(line)["loss"] for line in (out / "log.jsonl").open()]
+    assert len(runs["one"]) == len(runs["two"]) == 3
+    for a, b in zip(runs["one"], runs["two"]):
+        assert within(abs(a - b), abs(a), TOLERANCES["data_parallel"]), runs
+    one = load_model(tmp_path / "one" / "model.safetensors", channels_last=False).state_dict()
+    two = load_model(tmp_path / "two" / "model.safetensors", channels_last=False).state_dict()
+    # Adam moves a weight by at most ~lr a step: a sign flip of a near-zero gradient's
+    # round-off bounds the weights' difference by 2 * sum(lr)
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) <= 2 * 3 * 1e-4

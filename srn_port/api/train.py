@@ -16,6 +16,12 @@ epoch's permutation of the pairs and every crop are seeded by their position —
 resumed from its state file ends with the same weights as an uninterrupted one. The state
 (weights, optimizer, step, settings) is written atomically every ``save_every`` steps, at
 the end, and when the process gets SIGINT/SIGTERM.
+
+Data parallel: launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment), each of
+the N processes computes 1/N of every global batch (the same positions a single process
+would use, split by rank) under PyTorch's DistributedDataParallel (gloo on CPU, NCCL on
+CUDA), so N processes follow one process's run with the same global batch up to the
+summation order of the gradient average. Rank 0 logs and saves.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
@@ -176,6 +183,10 @@ class Trainer:
         if config.steps < 1 or config.batch < 1 or config.crop < 16 or config.crop % 16:
             raise TrainError(f"steps ({config.steps}) and batch ({config.batch}) must be "
                              f"positive and the crop ({config.crop}) a multiple of 16.")
+        self.rank, self.world = _distributed()
+        if config.batch % self.world:
+            raise TrainError(f"The global batch {config.batch} does not split over "
+                             f"{self.world} processes; use a multiple of {self.world}.")
         self.out.mkdir(parents=True, exist_ok=True)
         self.model = SRN(SRNConfig(config.variant, config.width)).train()
         self.opt = TFAdam(self.model.parameters(), lr=config.lr)
@@ -244,6 +255,8 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------
     def save(self) -> None:
+        if self.rank != 0:
+            return
         state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                  "step": self.step, "config": asdict(self.config),
                  "srn_port_version": __version__}
@@ -255,6 +268,8 @@ class Trainer:
         save_safetensors(arrays, meta, self.out / WEIGHTS_FILE, force=True)
 
     def _log(self, record: dict) -> None:
+        if self.rank != 0:
+            return
         with open(self.out / LOG_FILE, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:
@@ -270,9 +285,16 @@ class Trainer:
         step reached. The state is saved at the end whatever ended the loop."""
         c = self.config
         end = c.steps if stop_after is None else min(c.steps, stop_after)
-        sampler = range(self.step * c.batch, end * c.batch)
-        loader = DataLoader(self.dataset, batch_size=c.batch, sampler=sampler,
+        share = c.batch // self.world  # this process's part of each global batch
+        sampler = [s * c.batch + self.rank * share + i
+                   for s in range(self.step, end) for i in range(share)]
+        loader = DataLoader(self.dataset, batch_size=share, sampler=sampler,
                             num_workers=c.workers, persistent_workers=False)
+        net = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(self.model)
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         started, done = time.perf_counter(), 0
         failed = True
@@ -282,20 +304,20 @@ class Trainer:
                 for group in self.opt.param_groups:
                     group["lr"] = lr
                 self.opt.zero_grad(set_to_none=True)
-                loss = srn_loss(self.model(blur), sharp)
-                loss.backward()
+                loss = srn_loss(net(blur), sharp)
+                loss.backward()  # DDP: the gradient is averaged over the processes
                 if c.clip_lstm and self.model.config.use_lstm:
                     torch.nn.utils.clip_grad_norm_(_lstm_params(self.model), LSTM_CLIP_NORM)
                 self.opt.step()
                 self.step += 1
                 done += 1
-                value = float(loss.detach())
+                value = float(_mean_over_processes(loss.detach(), self.world))
                 if not math.isfinite(value):
                     raise TrainError(f"The loss became {value} at step {self.step}: the run "
                                      f"diverged. The last saved state is kept; lower the "
                                      f"learning rate or check the data.")
                 rate = done * c.batch / (time.perf_counter() - started)
-                if self.progress is not None:
+                if self.progress is not None and self.rank == 0:
                     self.progress(self.step, c.steps, value, rate)
                 if self.step % c.log_every == 0 or self.step == end:
                     self._log({"step": self.step, "loss": value, "lr": lr,
@@ -305,7 +327,8 @@ class Trainer:
                                                                        self.model.config.channels)})
                 if self.step % c.save_every == 0 and self.step != end:
                     self.save()
-                if self._stop:
+                if _any_process(self._stop, self.world):
+                    self._stop = True
                     break
             failed = False
         finally:
@@ -320,6 +343,42 @@ class Trainer:
     @property
     def interrupted(self) -> bool:
         return self._stop
+
+
+def _distributed():
+    """(rank, world size) under torchrun, joining the process group on first use."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def finish_distributed() -> None:
+    """Leave the process group (under torchrun) once every process is done."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _mean_over_processes(value: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= world
+    return value
+
+
+def _any_process(flag: bool, world: int) -> bool:
+    """A stop asked for in any process stops all of them at the same step."""
+    if world <= 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
 
 
 def dataset_for(pairs: Optional[Sequence[Pair]], config: TrainConfig, channels: int) -> Dataset:

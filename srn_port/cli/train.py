@@ -53,7 +53,7 @@ def train(out, data, datalist, synthetic, variant, width, steps, batch, crop, lr
     import torch
     from tqdm import tqdm
 
-    from ..api.train import TrainConfig, Trainer, dataset_for, held_out
+    from ..api.train import TrainConfig, Trainer, dataset_for, finish_distributed, held_out
     from ..data.pairs import find_pairs, read_datalist
 
     if synthetic and data is not None:
@@ -75,19 +75,28 @@ def train(out, data, datalist, synthetic, variant, width, steps, batch, crop, lr
     channels = 3 if variant == "color" else 1
     dataset = dataset_for(pairs, config, channels)
     val = held_out(pairs, channels) if val_every else ()
-    bar = tqdm(total=steps, desc="train", unit="step", disable=None, file=sys.stderr)
+    import os
+
+    quiet = int(os.environ.get("RANK", "0")) != 0  # under torchrun, rank 0 reports
+    bar = tqdm(total=steps, desc="train", unit="step", disable=True if quiet else None,
+               file=sys.stderr)
 
     def progress(step, total, loss, rate):
         bar.n = step
         bar.set_postfix_str(f"loss {loss:.5f}, {rate:.1f} pairs/s")
         bar.refresh()
 
-    trainer = Trainer(config, dataset, out, init=init, resume=resume, resume_tf=resume_tf,
-                      val=val, tensorboard=tensorboard, progress=progress)
-    bar.n = trainer.step
-    start = trainer.step
-    reached = trainer.run()
-    bar.close()
+    try:
+        trainer = Trainer(config, dataset, out, init=init, resume=resume, resume_tf=resume_tf,
+                          val=val, tensorboard=tensorboard, progress=progress)
+        bar.n = trainer.step
+        start = trainer.step
+        reached = trainer.run()
+    finally:
+        bar.close()
+        finish_distributed()
+    if trainer.rank != 0:
+        return
     if trainer.interrupted:
         click.echo(f"interrupted at step {reached}; state saved in {out}. Continue with the "
                    f"same command and --resume.")
