@@ -139,3 +139,38 @@ def test_resuming_a_tf_runs_adam_state_continues_as_tf_would(tf_checkpoints):
         assert within(float(np.abs(ours[name] - ref[name]).max()),
                       float(np.abs(ref[name]).max()), tol), name
     assert opt.beta1_power == ref["beta1_power"] and opt.beta2_power == ref["beta2_power"]
+
+
+@pytest.mark.slow
+def test_continuing_the_trained_examples_tf_run_follows_tfs_training_op():
+    """20 steps from the trained example's TF checkpoint (weights, Adam slots, beta powers,
+    step), srn-port against the original training op, the same synthetic batches."""
+    from conftest import REPO
+    from srn_port.core.convert import read_adam_state
+    from srn_port.data import synthetic
+    from srn_port.reference.training import tf_train_steps
+
+    ckpt = REPO / "examples" / "trained" / "color"
+    model = load_model(ckpt, channels_last=False).train()
+    adam = read_adam_state(ckpt)
+    start, total = adam["step"], adam["step"] + 100
+    batches = []
+    for k in range(20):
+        b, s = synthetic.training_batch(5, k, 2, 64)
+        batches.append((b.astype(np.float32) / 255, s.astype(np.float32) / 255))
+    ref = tf_train_steps(ckpt, model.config, batches, total, start_step=start, threads=1)
+    opt = TFAdam(model.parameters())
+    opt.load_tf_state(model.named_parameters(), adam)
+    ours = []
+    for i, (b, s) in enumerate(batches):
+        for group in opt.param_groups:
+            group["lr"] = tf_polynomial_decay(start + i, 1e-4, total)
+        opt.zero_grad()
+        loss = srn_loss(model(nchw(b)), nchw(s))
+        loss.backward()
+        opt.step()
+        ours.append(loss.item())
+    worst = max(abs(a - b) / b for a, b in zip(ours, ref))
+    assert all(within(abs(a - b), b, TOLERANCES["trajectory_loss"]) for a, b in zip(ours, ref)), \
+        (ours, ref)
+    print(f"20 steps continuing the TF run: worst relative loss difference {worst:.1e}")

@@ -186,9 +186,10 @@ def read_adam_state(path, step: Optional[int] = None) -> dict:
                         f"alone instead.")
         for key in ("beta1_power", "beta2_power"):
             value = reader.get_tensor(key)
-            if value.shape != () or not np.isfinite(value) or not 0 < float(value) < 1:
+            # 0 is valid: beta1^t underflows float32 after ~1000 steps, as in TF
+            if value.shape != () or not np.isfinite(value) or not 0 <= float(value) < 1:
                 raise ConversionError(f"Checkpoint '{reader.prefix}': {key} is {value!r}; Adam's "
-                                      f"bias-correction power must be a scalar in (0, 1).")
+                                      f"bias-correction power must be a scalar in [0, 1).")
             state[key] = float(np.float32(value))
     state["step"] = conv.step
     return state

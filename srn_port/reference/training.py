@@ -91,3 +91,47 @@ def tf_polynomial_decay_values(steps: List[int], learning_rate: float, decay_ste
                                                  end_learning_rate=end_learning_rate, power=power)
         with _session(tf, graph, 1) as sess:
             return [float(sess.run(lr, feed_dict={step: s})) for s in steps]
+
+
+def tf_train_steps(checkpoint, config: SRNConfig, batches: Sequence, total_steps: int,
+                   learning_rate: float = 1e-4, start_step: int = 0, power: float = 0.3,
+                   threads: Optional[int] = None) -> List[float]:
+    """The original's training op (AdamOptimizer on the polynomially decayed learning rate,
+    no clipping), restored from ``checkpoint`` with its Adam state when it has one, run on
+    ``batches`` ((blur, sharp) NHWC float32 pairs) from ``start_step``; returns each step's
+    loss (computed before that step's update, as ``sess.run([train_op, loss])`` does)."""
+    tf, _ = import_tf()
+    graph = tf.Graph()
+    blur0, sharp0 = batches[0]
+    with graph.as_default():
+        step = tf.Variable(start_step, dtype=tf.int32, trainable=False)  # 'Variable'
+        blur = tf.compat.v1.placeholder(tf.float32, list(blur0.shape))
+        sharp = tf.compat.v1.placeholder(tf.float32, list(sharp0.shape))
+        outputs = build_generator(blur, config)
+        levels = []
+        for out in outputs:
+            hi, wi = out.get_shape().as_list()[1:3]
+            gt = tf.compat.v1.image.resize_images(sharp, [hi, wi], method=0)
+            levels.append(tf.reduce_mean((gt - out) ** 2))
+        loss = tf.add_n(levels)
+        lr = tf.compat.v1.train.polynomial_decay(learning_rate, step, total_steps,
+                                                 end_learning_rate=0.0, power=power)
+        opt = tf.compat.v1.train.AdamOptimizer(lr)
+        train = opt.minimize(loss, global_step=step,
+                             var_list=tf.compat.v1.trainable_variables())
+        from ..core.checkpoint import CheckpointReader
+
+        with CheckpointReader(checkpoint) as reader:
+            stored = set(reader.keys())
+            checkpoint = reader.prefix
+        restore = [v for v in tf.compat.v1.global_variables() if v.op.name in stored]
+        saver = tf.compat.v1.train.Saver(restore)
+        losses = []
+        with _session(tf, graph, threads) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            saver.restore(sess, str(checkpoint))
+            step.load(start_step, sess)
+            for b, s in batches:
+                _, value = sess.run([train, loss], feed_dict={blur: b, sharp: s})
+                losses.append(float(value))
+    return losses
