@@ -12,6 +12,19 @@ from ..core.network import SRNConfig
 from .graph import _session, build_generator, import_tf
 
 
+def _loss_graph(tf, config: SRNConfig, blur_shape, sharp_shape):
+    """Placeholders for a batch and the original loss on the reference graph: the sum over
+    levels of the MSE against the sharp batch resized with resize_images(method=0)."""
+    blur = tf.compat.v1.placeholder(tf.float32, list(blur_shape))
+    sharp = tf.compat.v1.placeholder(tf.float32, list(sharp_shape))
+    levels = []
+    for out in build_generator(blur, config):
+        hi, wi = out.get_shape().as_list()[1:3]
+        gt = tf.compat.v1.image.resize_images(sharp, [hi, wi], method=0)
+        levels.append(tf.reduce_mean((gt - out) ** 2))
+    return blur, sharp, tf.add_n(levels), levels
+
+
 def tf_loss_and_gradients(checkpoint, config: SRNConfig, blur_nhwc: np.ndarray,
                           sharp_nhwc: np.ndarray, threads: Optional[int] = None):
     """(loss, level losses, {variable name: gradient}) of the original loss on the graph
@@ -20,15 +33,7 @@ def tf_loss_and_gradients(checkpoint, config: SRNConfig, blur_nhwc: np.ndarray,
     tf, _ = import_tf()
     graph = tf.Graph()
     with graph.as_default():
-        blur = tf.compat.v1.placeholder(tf.float32, list(blur_nhwc.shape))
-        sharp = tf.compat.v1.placeholder(tf.float32, list(sharp_nhwc.shape))
-        outputs = build_generator(blur, config)
-        levels = []
-        for out in outputs:
-            hi, wi = out.get_shape().as_list()[1:3]
-            gt = tf.compat.v1.image.resize_images(sharp, [hi, wi], method=0)
-            levels.append(tf.reduce_mean((gt - out) ** 2))
-        loss = tf.add_n(levels)
+        blur, sharp, loss, levels = _loss_graph(tf, config, blur_nhwc.shape, sharp_nhwc.shape)
         variables = tf.compat.v1.trainable_variables()
         grads = tf.gradients(loss, variables)
         saver = tf.compat.v1.train.Saver(tf.compat.v1.global_variables(scope="g_net"))
@@ -105,15 +110,7 @@ def tf_train_steps(checkpoint, config: SRNConfig, batches: Sequence, total_steps
     blur0, sharp0 = batches[0]
     with graph.as_default():
         step = tf.Variable(start_step, dtype=tf.int32, trainable=False)  # 'Variable'
-        blur = tf.compat.v1.placeholder(tf.float32, list(blur0.shape))
-        sharp = tf.compat.v1.placeholder(tf.float32, list(sharp0.shape))
-        outputs = build_generator(blur, config)
-        levels = []
-        for out in outputs:
-            hi, wi = out.get_shape().as_list()[1:3]
-            gt = tf.compat.v1.image.resize_images(sharp, [hi, wi], method=0)
-            levels.append(tf.reduce_mean((gt - out) ** 2))
-        loss = tf.add_n(levels)
+        blur, sharp, loss, _ = _loss_graph(tf, config, blur0.shape, sharp0.shape)
         lr = tf.compat.v1.train.polynomial_decay(learning_rate, step, total_steps,
                                                  end_learning_rate=0.0, power=power)
         opt = tf.compat.v1.train.AdamOptimizer(lr)
