@@ -11,6 +11,9 @@ inflate the other's peak RSS), with the same thread count on both sides:
 * conversion: ``srn-port convert`` of a full training checkpoint (Adam slots included)
   as a whole process, against loading the same checkpoint through TensorFlow, also as a
   whole process;
+* training: one step of the original training op (TF: AdamOptimizer, polynomial decay,
+  ``sess.run([train_op, loss])``) against srn-port's (srn_loss, backward, TFAdam) on the
+  same full-width checkpoint and the same batch, steady state after warm-up, peak RSS;
 * reduced precision: bf16 (and fp16 where the device supports it) speed, and the PSNR of
   the reduced-precision output against fp32.
 
@@ -123,7 +126,51 @@ def child_tf_load(args) -> dict:
     return {"elements": int(n), "peak_rss_mb": _peak_rss_mb()}
 
 
-CHILDREN = {"tf": child_tf, "torch": child_torch, "tf-load": child_tf_load}
+def _train_batch(args):
+    import numpy as np
+
+    channels = 3 if args.variant == "color" else 1
+    rng = np.random.default_rng(0)
+    sharp = rng.random((args.batch, args.height, args.width, channels), dtype=np.float32)
+    blur = np.clip(sharp + rng.normal(0, 0.05, sharp.shape), 0, 1).astype(np.float32)
+    return blur, sharp
+
+
+def child_tf_train(args) -> dict:
+    from srn_port.core.network import SRNConfig
+    from srn_port.reference.training import tf_train_steps
+
+    times = []
+    batch = _train_batch(args)
+    tf_train_steps(args.checkpoint, SRNConfig(args.variant, 32), [batch] * (args.warmup + args.reps),
+                   total_steps=10**6, threads=args.threads, times=times)
+    return {"times": times[args.warmup:], "peak_rss_mb": _peak_rss_mb()}
+
+
+def child_torch_train(args) -> dict:
+    import torch
+
+    from srn_port import TFAdam, load_model, srn_loss
+
+    torch.set_num_threads(args.threads)
+    blur, sharp = (torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
+                   for a in _train_batch(args))
+    model = load_model(args.weights, channels_last=bool(args.channels_last)).train()
+    blur, sharp = (t.contiguous(memory_format=model.memory_format) for t in (blur, sharp))
+    opt = TFAdam(model.parameters(), lr=1e-4)
+    times = []
+    for i in range(args.warmup + args.reps):
+        t = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        srn_loss(model(blur), sharp).backward()
+        opt.step()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t)
+    return {"times": times, "peak_rss_mb": _peak_rss_mb()}
+
+
+CHILDREN = {"tf": child_tf, "torch": child_torch, "tf-load": child_tf_load,
+            "tf-train": child_tf_train, "torch-train": child_torch_train}
 
 
 def run_child(kind: str, **kw) -> dict:
@@ -227,6 +274,9 @@ def main(argv=None) -> int:
     p.add_argument("--work-dir", type=Path, default=REPO / "out" / "bench")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--skip-conversion", action="store_true")
+    p.add_argument("--skip-inference", action="store_true")
+    p.add_argument("--train", default="",
+                   help="also time training steps at BATCHxSIZE, e.g. 4x128 (default: off)")
     # child-process options
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     p.add_argument("--variant", help=argparse.SUPPRESS)
@@ -235,6 +285,7 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     p.add_argument("--weights", help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--save-output", help=argparse.SUPPRESS)
     p.add_argument("--channels-last", type=int, default=1,
                    help="srn-port side: NHWC layout (1, default) or NCHW (0)")
@@ -273,7 +324,7 @@ def main(argv=None) -> int:
     common = dict(threads=args.threads, reps=args.reps, warmup=args.warmup)
     pt_common = dict(common, channels_last=args.channels_last)
     with tempfile.TemporaryDirectory() as tmp:
-        for variant in variants:
+        for variant in (() if args.skip_inference else variants):
             prefix, weights = ckpts[variant]
             for h, w in sizes:
                 ref_out = Path(tmp) / f"tf_{variant}_{h}x{w}.npy"
@@ -326,6 +377,27 @@ def main(argv=None) -> int:
                     print(f"      {precision}: {q_row['median_s']:.3f}s ratio TF/{precision} "
                           f"{q_row['speedup_tf_over_it']:.2f} PSNR vs fp32 "
                           f"{q_row['psnr_vs_fp32_db']:.1f} dB", flush=True)
+
+    result["training"] = []
+    if args.train:
+        batch, size = (int(v) for v in args.train.split("x"))
+        for variant in variants:
+            prefix, weights = ckpts[variant]
+            kw = dict(common, variant=variant, batch=batch, height=size, width=size)
+            runs = {"tf": [], "pt": []}
+            for _ in range(args.rounds):  # alternating, as above
+                runs["tf"].append(run_child("tf-train", checkpoint=prefix, **kw))
+                runs["pt"].append(run_child("torch-train", weights=weights,
+                                            channels_last=args.channels_last, **kw))
+            row = {"variant": variant, "batch": batch, "size": f"{size}x{size}"}
+            for side, rs in runs.items():
+                row[side] = {**summarize([t for r in rs for t in r["times"]]),
+                             "peak_rss_mb": max(r["peak_rss_mb"] for r in rs)}
+            row["speedup_tf_over_srn_port"] = row["tf"]["median_s"] / row["pt"]["median_s"]
+            result["training"].append(row)
+            print(f"training step {variant} {batch}x{size}x{size}: TF {row['tf']['median_s']:.3f}s, "
+                  f"srn-port {row['pt']['median_s']:.3f}s, TF/srn-port "
+                  f"{row['speedup_tf_over_srn_port']:.2f}x")
 
     if "bf16" in precisions:
         result["bf16_trained_photo"] = trained_bf16_psnr(args.threads)
@@ -390,6 +462,15 @@ def format_table(result: dict) -> str:
                 lines.append(f"| {r['variant']} | {r['size']} | {r['precision']} | "
                              f"{r['median_s']:.3f} | {r['speedup_tf_over_it']:.2f}x | "
                              f"{r['psnr_vs_fp32_db']:.1f} |")
+    if result.get("training"):
+        lines += ["", "| training step | batch | crop | TF median s | srn-port median s | "
+                      "TF/srn-port | TF peak RSS MB | srn-port peak RSS MB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in result["training"]:
+            lines.append(f"| {r['variant']} | {r['batch']} | {r['size']} | "
+                         f"{r['tf']['median_s']:.3f} | {r['pt']['median_s']:.3f} | "
+                         f"{r['speedup_tf_over_srn_port']:.2f}x | {r['tf']['peak_rss_mb']:.0f} | "
+                         f"{r['pt']['peak_rss_mb']:.0f} |")
     t = result.get("bf16_trained_photo")
     if t and "psnr_8bit_db" in t:
         lines += ["", f"bf16 against fp32 through `srn-port deblur` on {t['image']} (720x1280) "

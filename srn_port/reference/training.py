@@ -4,6 +4,7 @@ multi-scale loss on the reference graph, its gradients for every variable, and T
 
 from __future__ import annotations
 
+import time
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -100,11 +101,13 @@ def tf_polynomial_decay_values(steps: List[int], learning_rate: float, decay_ste
 
 def tf_train_steps(checkpoint, config: SRNConfig, batches: Sequence, total_steps: int,
                    learning_rate: float = 1e-4, start_step: int = 0, power: float = 0.3,
-                   threads: Optional[int] = None) -> List[float]:
+                   threads: Optional[int] = None,
+                   times: Optional[List[float]] = None) -> List[float]:
     """The original's training op (AdamOptimizer on the polynomially decayed learning rate,
     no clipping), restored from ``checkpoint`` with its Adam state when it has one, run on
     ``batches`` ((blur, sharp) NHWC float32 pairs) from ``start_step``; returns each step's
-    loss (computed before that step's update, as ``sess.run([train_op, loss])`` does)."""
+    loss (computed before that step's update, as ``sess.run([train_op, loss])`` does).
+    ``times``, if given, receives each step's wall time (for benchmarks)."""
     tf, _ = import_tf()
     graph = tf.Graph()
     blur0, sharp0 = batches[0]
@@ -129,6 +132,9 @@ def tf_train_steps(checkpoint, config: SRNConfig, batches: Sequence, total_steps
             saver.restore(sess, str(checkpoint))
             step.load(start_step, sess)
             for b, s in batches:
+                started = time.perf_counter()
                 _, value = sess.run([train, loss], feed_dict={blur: b, sharp: s})
+                if times is not None:
+                    times.append(time.perf_counter() - started)
                 losses.append(float(value))
     return losses
