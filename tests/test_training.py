@@ -229,3 +229,27 @@ def test_two_torchrun_processes_follow_one_process(tmp_path):
     # Adam moves a weight by at most ~lr a step: a sign flip of a near-zero gradient's
     # round-off bounds the weights' difference by 2 * sum(lr)
     assert max(float((one[k] - two[k]).abs().max()) for k in one) <= 2 * 3 * 1e-4
+
+
+def test_a_training_state_exports_to_tf_with_its_adam_state(tmp_path):
+    from srn_port.core.checkpoint import read_checkpoint
+    from srn_port.core.convert import read_adam_state
+
+    cfg = config(steps=3)
+    trainer = Trainer(cfg, dataset_for(None, cfg, 3), tmp_path / "run")
+    trainer.run()
+    res = CliRunner().invoke(cli, ["export-tf", str(tmp_path / "run" / "train_state.pt"),
+                                   str(tmp_path / "tf")])
+    assert res.exit_code == 0, res.output
+    back = read_adam_state(tmp_path / "tf")
+    assert back["step"] == 3
+    for name, p in trainer.model.named_parameters():
+        assert np.array_equal(back["m"][name], trainer.opt.state[p]["m"].numpy()), name
+        assert np.array_equal(back["v"][name], trainer.opt.state[p]["v"].numpy()), name
+    assert np.float32(back["beta1_power"]) == trainer.opt.beta1_power
+    tensors = read_checkpoint(tmp_path / "tf")
+    assert int(tensors["Variable"]) == 3
+    # and it resumes in srn-port as a TF run would
+    again = Trainer(config(steps=5), dataset_for(None, cfg, 3), tmp_path / "run2",
+                    resume_tf=tmp_path / "tf")
+    assert again.step == 3

@@ -2,7 +2,8 @@
 
 ``.safetensors`` files are read without torch by :func:`srn_port.core.export.export_tf`;
 ``.pt`` files are read here with :func:`srn_port.api.weights.load_weights`, checked like
-every other load, and handed to :func:`srn_port.core.export.export_arrays`.
+every other load, and handed to :func:`srn_port.core.export.export_arrays`. A
+``train_state.pt`` of ``srn-port train`` also brings its Adam slots, beta powers and step.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Optional
 
 from ..core import export as core_export
 from ..core.weightfile import check_shapes, config_from_metadata
+from .train import STATE_FILE, read_training_state
 
 
 def export_tf(weights, outdir, step: Optional[int] = None, force: bool = False) -> Path:
@@ -21,6 +23,12 @@ def export_tf(weights, outdir, step: Optional[int] = None, force: bool = False) 
     weights = Path(weights)
     if core_export.check_weights_path(weights) == "safetensors":
         return core_export.export_tf(weights, outdir, step=step, force=force)
+    if weights.name == STATE_FILE:  # a training state: its Adam state goes along
+        arrays, adam, meta = read_training_state(weights)
+        check_shapes({k: v.shape for k, v in arrays.items()}, config_from_metadata(meta, weights),
+                     weights)
+        return core_export.export_arrays(arrays, outdir, step=step, metadata=meta, force=force,
+                                         adam=adam)
     from .weights import load_weights
 
     sd, meta = load_weights(weights)

@@ -410,3 +410,26 @@ def held_out(pairs: Optional[Sequence[Pair]], channels: int, n: int = 8, size: i
                                                                .transpose(2, 0, 1)))
                          for a in (blur, sharp)))
     return out
+
+
+def read_training_state(path) -> tuple:
+    """(weights, Adam state, metadata) of a ``train_state.pt``: the weights as numpy arrays
+    by parameter name, the state as :func:`srn_port.core.export.tf_variables` takes it
+    (``m``, ``v``, beta powers), and variant/width/step — for ``srn-port export-tf``."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        weights = {k: v.numpy() for k, v in state["model"].items()}
+        opt = state["optimizer"]
+        names = list(weights)
+        order = [i for g in opt["param_groups"] for i in g["params"]]
+        m = {names[i]: opt["state"][i]["m"].numpy() for i in order if i in opt["state"]}
+        v = {names[i]: opt["state"][i]["v"].numpy() for i in order if i in opt["state"]}
+        b1p, b2p = opt["tf_beta_powers"]
+        config = state["config"]
+        meta = {"variant": config["variant"], "width": config["width"], "step": int(state["step"])}
+    except Exception as exc:
+        raise TrainError(f"'{path}' is not a readable srn-port training state ({exc}).") from None
+    if len(m) != len(names):  # a state saved before the first step has no moments yet
+        return weights, None, meta
+    return weights, {"m": m, "v": v, "beta1_power": b1p, "beta2_power": b2p}, meta

@@ -19,6 +19,10 @@ import click
 def export_tf(weights, outdir, step, force, quiet):
     """Write srn-port WEIGHTS (.pt or .safetensors) as a TF V2 checkpoint in OUTDIR.
 
+    WEIGHTS may also be the train_state.pt of `srn-port train`: then the Adam slots
+    (/Adam, /Adam_1), beta1_power/beta2_power and the step go along, so that the original
+    TF code can continue the run.
+
     Writes OUTDIR/deblur.model-STEP.index and .data-00000-of-00001 with SRN-Deblur's
     variable names (g_net/...) and TF layouts, the int32 global step 'Variable', and the
     'checkpoint' file naming it, so the original code and tf.compat.v1.train.Saver restore
