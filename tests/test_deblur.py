@@ -488,7 +488,7 @@ def test_cli_deblurs_a_folder_keeping_names_formats_and_inputs(weights, photos, 
     assert digest(photos) == before  # inputs untouched
     assert "notes.txt" in res.output  # ignored, and said so
     summary = res.output.strip().splitlines()[-1]
-    assert summary.startswith("6 image(s) deblurred, 0 failed") and "s/megapixel" in summary
+    assert summary.startswith("6 file(s) deblurred, 0 failed") and "s/megapixel" in summary
 
 
 def read_model(path):

@@ -13,9 +13,11 @@ import click
 
 from ..core.errors import SrnPortError
 from ..core.options import (DEFAULT_OVERLAP, DEVICES, IMAGE_EXTENSIONS, MODES, ORIGINAL_CANVAS,
-                            PRECISIONS)
+                            PRECISIONS, VIDEO_EXTENSIONS)
 
 COMPARE_SUFFIX = "_compare.png"
+#: What deblur reads: images and videos.
+MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
 _LISTING_LIMIT = 10
 
 
@@ -40,6 +42,10 @@ def _listing(paths) -> str:
                     else "")
 
 
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
 def plan_jobs(inputs: List[Path], outdir: Path, compare: bool, force: bool):
     """Expand folders, name the outputs and refuse unsafe runs before any work.
 
@@ -57,13 +63,13 @@ def plan_jobs(inputs: List[Path], outdir: Path, compare: bool, force: bool):
                     f"would replace the photos. Choose another -o/--outdir.")
             files = sorted(p for p in inp.iterdir()
                            if p.is_file() and not p.name.startswith("."))
-            images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-            others = [p.name for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+            images = [p for p in files if p.suffix.lower() in MEDIA_EXTENSIONS]
+            others = [p.name for p in files if p.suffix.lower() not in MEDIA_EXTENSIONS]
             if others:
                 notes.append(f"note: ignoring {len(others)} file(s) in '{inp}' without an image "
                              f"extension: {_listing(others)}")
             if not images:
-                notes.append(f"note: no image files ({', '.join(IMAGE_EXTENSIONS)}) directly "
+                notes.append(f"note: no image or video files ({', '.join(MEDIA_EXTENSIONS)}) directly "
                              f"inside '{inp}'")
         else:
             images = [inp]  # a missing or unreadable file is reported (and skipped) by name
@@ -73,14 +79,15 @@ def plan_jobs(inputs: List[Path], outdir: Path, compare: bool, force: bool):
                 continue
             seen.add(key)
             job = Job(src)
-            if src.suffix.lower() not in IMAGE_EXTENSIONS:
-                job.problem = (f"'{src}': not an image file name (extension "
+            if src.suffix.lower() not in MEDIA_EXTENSIONS:
+                job.problem = (f"'{src}': not an image or video file name (extension "
                                f"'{src.suffix or '(none)'}'); srn-port deblur reads and writes "
-                               f"{', '.join(IMAGE_EXTENSIONS)}. Skipped.")
+                               f"{', '.join(MEDIA_EXTENSIONS)}. Skipped.")
             else:
                 job.output = outdir / src.name
                 if compare:
-                    job.compare = outdir / (src.stem + COMPARE_SUFFIX)
+                    job.compare = outdir / (src.stem + (
+                        f"_compare{src.suffix}" if is_video(src) else COMPARE_SUFFIX))
             jobs.append(job)
 
     sources = [j.source for j in jobs]
@@ -220,7 +227,7 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
     done = len(jobs) - len(failures)
     rate = f"{elapsed / megapixels:.2f} s/megapixel" if megapixels else "no pixels"
     cfg = model.config
-    click.echo(f"{done} image(s) deblurred, {len(failures)} failed, in {elapsed:.1f} s "
+    click.echo(f"{done} file(s) deblurred, {len(failures)} failed, in {elapsed:.1f} s "
                f"({rate}; {cfg.variant} width {cfg.width}, {dev.type}, {precision}, "
                f"--mode {mode}) -> {outdir}")
     if failures:
@@ -256,6 +263,11 @@ def _run_jobs(model, jobs, mode, height, width, tile, overlap, dev, precision, c
         try:
             if job.problem:
                 raise SrnPortError(job.problem)
+            if is_video(job.source):
+                megapixels += _deblur_video(job, compare, max_pixels, lambda frame: deblur_image(
+                    model, frame, mode=mode, height=height, width=width, tile=tile,
+                    overlap=overlap, precision=precision))
+                continue
             image = read_image(job.source, max_pixels=max_pixels)
             result = deblur_image(model, image, mode=mode, height=height, width=width,
                                   tile=tile, overlap=overlap, precision=precision,
@@ -281,6 +293,37 @@ def _run_jobs(model, jobs, mode, height, width, tile, overlap, dev, precision, c
                 tiles["bar"].close()
     bar.close()
     return failures, megapixels, time.perf_counter() - start
+
+
+def _deblur_video(job, compare: bool, max_pixels, deblur) -> float:
+    """Deblur a video frame by frame into ``job.output`` (same frame rate and size), then, with
+    ``compare``, write input | output side by side; returns the megapixels processed."""
+    from tqdm import tqdm
+
+    from ..data.images import side_by_side
+    from ..data.video import Video, write_video
+
+    with Video(job.source, max_pixels=max_pixels) as video:
+        tqdm.write(f"note: '{job.source}': {video.frames} frame(s) at {video.fps:g} fps; audio "
+                   f"is not carried over (OpenCV reads and writes frames only)", file=sys.stderr)
+        bar = tqdm(total=video.frames or None, unit="frame", leave=False, disable=None,
+                   file=sys.stderr)
+
+        def frames():
+            for frame in video:
+                yield deblur(frame)
+                bar.update(1)
+
+        try:
+            n = write_video(job.output, frames(), video.fps, video.width, video.height)
+        finally:
+            bar.close()
+        fps, w, h = video.fps, video.width, video.height
+    if compare:
+        with Video(job.source) as left, Video(job.output) as right:
+            write_video(job.compare, (side_by_side(a, b) for a, b in zip(left, right)), fps,
+                        2 * w, h)
+    return n * w * h / 1e6
 
 
 def _quiet_opencv():

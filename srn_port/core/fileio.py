@@ -39,10 +39,12 @@ def remove_stale_temporaries(path) -> list:
     removed = []
     try:
         candidates = list(path.parent.glob(f"{TMP_PREFIX}{glob.escape(path.name)}.*{TMP_SUFFIX}"))
+        candidates += list(path.parent.glob(f"{TMP_PREFIX}{glob.escape(path.name)}.*"
+                                            f"{TMP_SUFFIX}{glob.escape(path.suffix)}"))
     except OSError:
         return removed
     for tmp in candidates:
-        middle = tmp.name[len(TMP_PREFIX) + len(path.name) + 1:-len(TMP_SUFFIX)]
+        middle = tmp.name[len(TMP_PREFIX) + len(path.name) + 1:]
         pid = middle.split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             try:
@@ -53,18 +55,21 @@ def remove_stale_temporaries(path) -> list:
     return removed
 
 
-def atomic_write(path, write: Callable[[str], None]) -> None:
+def atomic_write(path, write: Callable[[str], None], keep_suffix: bool = False) -> None:
     """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it over
     ``path``. On any error the temporary file is removed and ``path`` is untouched; an
     OSError (a read-only folder, a full disk) becomes a :class:`FileWriteError` naming the
     file. The file gets the mode a plain ``open()`` would give it (the umask's), not
-    mkstemp's. Temporaries of killed earlier writes of ``path`` are cleaned up first."""
+    mkstemp's. Temporaries of killed earlier writes of ``path`` are cleaned up first.
+    ``keep_suffix``: the temporary ends in ``path``'s own extension too (for writers that
+    choose the format by extension, like OpenCV's VideoWriter)."""
     path = Path(path)
     remove_stale_temporaries(path)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.{os.getpid()}.",
-                                   suffix=TMP_SUFFIX, dir=path.parent)
+                                   suffix=TMP_SUFFIX + (path.suffix if keep_suffix else ""),
+                                   dir=path.parent)
         os.close(fd)
         write(tmp)
         umask = os.umask(0)

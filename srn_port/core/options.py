@@ -12,3 +12,5 @@ ORIGINAL_CANVAS = (720, 1280)
 DEFAULT_OVERLAP = 64
 #: File extensions read and written (OpenCV codecs); the output keeps the input's format.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: Video containers read and written (OpenCV's VideoCapture/VideoWriter; frames only).
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")

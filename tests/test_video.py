@@ -1,0 +1,96 @@
+"""srn-port deblur on videos: frames in and out with OpenCV, same frame rate, size and count,
+--compare as a side-by-side video, bad videos reported and skipped, no partial output."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from _srn_ckpt import write_srn_checkpoint
+from srn_port.api.convert import convert
+from srn_port.cli import cli
+from srn_port.core.errors import ImageError
+from srn_port.core.network import SRNConfig
+from srn_port.data.video import Video, write_video
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def make_clip(path, frames=5, size=(48, 64), fps=12.0, fourcc="mp4v"):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size[::-1])
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(np.random.default_rng(i).integers(0, 255, (*size, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def props(path):
+    cap = cv2.VideoCapture(str(path))
+    out = (int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS),
+           int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    cap.release()
+    return out
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("w")
+    out = folder / "color.safetensors"
+    convert(write_srn_checkpoint(folder / "c", SRNConfig("color", 2)), out)
+    return out
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("ext,fourcc", [(".mp4", "mp4v"), (".avi", "MJPG")])
+def test_a_video_is_deblurred_frame_by_frame(tmp_path, weights, ext, fourcc):
+    clip = make_clip(tmp_path / f"clip{ext}", fourcc=fourcc)
+    res = run("deblur", weights, clip, "-o", tmp_path / "out", "--compare")
+    assert res.exit_code == 0, res.output
+    assert "audio is not carried over" in res.output
+    assert props(tmp_path / "out" / f"clip{ext}") == (5, 12.0, 64, 48)
+    assert props(tmp_path / "out" / f"clip_compare{ext}") == (5, 12.0, 128, 48)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"clip{ext}",
+                                                                    f"clip_compare{ext}"]
+
+
+def test_videos_in_a_folder_and_existing_outputs(tmp_path, weights):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    make_clip(folder / "a.mp4")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.mp4").write_bytes(b"keep")
+    res = run("deblur", weights, folder, "-o", tmp_path / "out")
+    assert res.exit_code == 2 and "--force" in res.output
+    assert (tmp_path / "out" / "a.mp4").read_bytes() == b"keep"
+
+
+def test_a_damaged_video_is_reported_and_skipped(tmp_path, weights):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200)
+    good = make_clip(tmp_path / "good.mp4")
+    res = run("deblur", weights, bad, good, "-o", tmp_path / "out")
+    assert res.exit_code == 1 and "bad.mp4" in res.output and "Traceback" not in res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.mp4"]
+    with pytest.raises(ImageError, match="bad.mp4"):
+        Video(bad)
+
+
+def test_an_unwritable_container_leaves_nothing(tmp_path):
+    with pytest.raises(ImageError, match="cannot write '.webm'"):
+        write_video(tmp_path / "x.webm", [], 10.0, 16, 16)
+    frames = [np.zeros((16, 16, 3), np.uint8), np.zeros((8, 8, 3), np.uint8)]
+    with pytest.raises(ImageError, match="expected 16x16"):
+        write_video(tmp_path / "x.mp4", frames, 10.0, 16, 16)
+    assert list(tmp_path.iterdir()) == []  # no partial video, no temporary left
+
+
+def test_the_frame_pixel_limit(tmp_path, weights):
+    clip = make_clip(tmp_path / "clip.mp4")
+    res = run("deblur", weights, clip, "-o", tmp_path / "out", "--max-pixels", "100")
+    assert res.exit_code == 1 and "more than the limit" in " ".join(res.output.split())
