@@ -94,3 +94,33 @@ def test_the_frame_pixel_limit(tmp_path, weights):
     clip = make_clip(tmp_path / "clip.mp4")
     res = run("deblur", weights, clip, "-o", tmp_path / "out", "--max-pixels", "100")
     assert res.exit_code == 1 and "more than the limit" in " ".join(res.output.split())
+
+
+@pytest.mark.slow
+def test_two_torchrun_processes_split_the_inputs_and_give_the_same_files(tmp_path, weights):
+    """torchrun --nproc_per_node 2 -m srn_port deblur: the inputs split over 2 CPU processes,
+    outputs identical to one process, one merged summary."""
+    import os
+    import subprocess
+    import sys
+
+    from srn_port.data.images import encode_image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(5):
+        img = np.random.default_rng(i).integers(0, 255, (32 + 16 * i, 48, 3), dtype=np.uint8)
+        (photos / f"{i}.png").write_bytes(encode_image(img, ".png"))
+    (photos / "broken.png").write_bytes(b"not an image")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    outs = {}
+    for name, launcher in (("one", [sys.executable, "-m", "srn_port"]),
+                           ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                    "--nproc_per_node", "2", "-m", "srn_port"])):
+        out = tmp_path / name
+        res = subprocess.run(launcher + ["deblur", str(weights), str(photos), "-o", str(out)],
+                             env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 1, res.stdout + res.stderr  # the broken file: exit 1
+        assert res.stdout.count("5 file(s) deblurred, 1 failed") == 1, res.stdout
+        outs[name] = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert outs["one"] == outs["two"] and len(outs["one"]) == 5

@@ -50,6 +50,7 @@ from ..data.pairs import Pair, check_pairs, load_pair, random_crop
 from ..nn.loss import srn_loss
 from ..nn.model import SRN
 from ..nn.optim import TFAdam, tf_polynomial_decay
+from .distributed import distributed as _distributed
 from .weights import load_model
 
 STATE_FILE = "train_state.pt"
@@ -343,25 +344,6 @@ class Trainer:
     @property
     def interrupted(self) -> bool:
         return self._stop
-
-
-def _distributed():
-    """(rank, world size) under torchrun, joining the process group on first use."""
-    import os
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def finish_distributed() -> None:
-    """Leave the process group (under torchrun) once every process is done."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 def _mean_over_processes(value: torch.Tensor, world: int) -> torch.Tensor:

@@ -209,27 +209,46 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
         autocast_dtype(precision, dev)  # refuses unsupported combinations before loading
     except SrnPortError as exc:
         raise click.BadParameter(str(exc), param_hint="'--precision'") from None
-    for note in notes:
-        click.echo(note, err=True)
     if not jobs:
         raise click.UsageError("No images to deblur in " + _listing(inputs) + ".")
 
+    from ..api.distributed import distributed, finish_distributed, gather
     from ..api.weights import load_model
 
+    # Under torchrun, process r of N deblurs inputs r, r + N, ... (on GPU r where there are
+    # GPUs); rank 0 prints the notes and the merged summary.
+    rank, world = distributed()
+    if world > 1 and dev.type == "cuda":
+        import torch
+
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    if rank == 0:
+        for note in notes:
+            click.echo(note, err=True)
     model = load_model(weights, device=dev)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SrnPortError(f"Cannot create the output folder '{outdir}': "
                            f"{exc.strerror or exc}. Choose an -o/--outdir you can write to.") from None
-    failures, megapixels, elapsed = _run_jobs(model, jobs, mode, height, width, tile, overlap,
-                                              dev, precision, compare, max_pixels)
+    try:
+        mine = _run_jobs(model, jobs[rank::world], mode, height, width, tile, overlap, dev,
+                         precision, compare, max_pixels)
+        parts = gather(mine, world)
+    finally:
+        finish_distributed()
+    failures = [f for part in parts for f in part[0]]
+    megapixels = sum(part[1] for part in parts)
+    elapsed = max(part[2] for part in parts)
+    if rank != 0:
+        ctx.exit(1 if failures else 0)
     done = len(jobs) - len(failures)
     rate = f"{elapsed / megapixels:.2f} s/megapixel" if megapixels else "no pixels"
     cfg = model.config
+    procs = f", {world} processes" if world > 1 else ""
     click.echo(f"{done} file(s) deblurred, {len(failures)} failed, in {elapsed:.1f} s "
                f"({rate}; {cfg.variant} width {cfg.width}, {dev.type}, {precision}, "
-               f"--mode {mode}) -> {outdir}")
+               f"--mode {mode}{procs}) -> {outdir}")
     if failures:
         click.echo(f"Error: {len(failures)} of {len(jobs)} input(s) failed: "
                    f"{_listing(failures)}", err=True)

@@ -53,7 +53,8 @@ def train(out, data, datalist, synthetic, variant, width, steps, batch, crop, lr
     import torch
     from tqdm import tqdm
 
-    from ..api.train import TrainConfig, Trainer, dataset_for, finish_distributed, held_out
+    from ..api.distributed import finish_distributed
+    from ..api.train import TrainConfig, Trainer, dataset_for, held_out
     from ..data.pairs import find_pairs, read_datalist
 
     if synthetic and data is not None:
