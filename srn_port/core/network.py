@@ -90,6 +90,9 @@ class SRNConfig:
 def level_size(height: int, width: int, level: int) -> tuple:
     """Spatial size of pyramid level ``level`` (0 = coarsest), as the original computes it:
     ``int(round(H * 0.5 ** (2 - level)))``. For multiples of 16 the product is exact."""
+    k = 2 ** (N_LEVELS - 1 - level)  # LEVEL_SCALE = 1/2
+    if height % k == 0 and width % k == 0:  # exact in integers (also for symbolic sizes)
+        return height // k, width // k
     s = LEVEL_SCALE ** (N_LEVELS - 1 - level)
     return int(round(height * s)), int(round(width * s))
 

@@ -45,6 +45,31 @@ def _axis_weights(in_size: int, out_size: int, align_corners: bool,
     return lower, upper, lerp
 
 
+def _axis_weights_traced(in_size, out_size, align_corners: bool, half_pixel_centers: bool,
+                         device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_axis_weights` in torch ops, for sizes that are symbolic (``torch.export``,
+    ONNX): the same float32 arithmetic, so the same indices and weights."""
+    f32 = torch.float32
+    i = torch.arange(out_size, device=device, dtype=torch.int64).to(f32)
+    if align_corners:
+        # in > 1 and out > 1 in every use here (SRN's sizes are multiples of 4)
+        scale = (torch.full((), in_size - 1, device=device, dtype=torch.int64).to(f32)
+                 / torch.full((), out_size - 1, device=device, dtype=torch.int64).to(f32))
+    else:
+        scale = (torch.full((), in_size, device=device, dtype=torch.int64).to(f32)
+                 / torch.full((), out_size, device=device, dtype=torch.int64).to(f32))
+    src = (i + 0.5) * scale - 0.5 if half_pixel_centers else i * scale
+    floor = torch.floor(src)
+    lower = floor.to(torch.int64).clamp(min=0)
+    upper = torch.minimum(torch.ceil(src).to(torch.int64),
+                          torch.full((), in_size - 1, device=device, dtype=torch.int64))
+    return lower, upper, src - floor
+
+
+def _is_symbolic(*sizes) -> bool:
+    return any(not isinstance(v, int) for v in sizes)
+
+
 def tf_resize_bilinear(x: torch.Tensor, size: Sequence[int], align_corners: bool = False,
                        half_pixel_centers: bool = False) -> torch.Tensor:
     """Resize an NCHW tensor like ``tf.compat.v1.image.resize_bilinear`` on the CPU.
@@ -61,21 +86,28 @@ def tf_resize_bilinear(x: torch.Tensor, size: Sequence[int], align_corners: bool
         raise ValueError("half_pixel_centers=True requires align_corners=False (as in TF)")
     if len(size) != 2:
         raise ValueError(f"size must be (height, width), got {tuple(size)!r}")
-    out_h, out_w = (int(s) for s in size)
-    if out_h <= 0 or out_w <= 0:
-        raise ValueError(f"output size must be positive, got {out_h}x{out_w}")
+    out_h, out_w = size
     in_h, in_w = x.shape[-2], x.shape[-1]
-    if in_h <= 0 or in_w <= 0:
-        raise ValueError(f"input size must be positive, got {in_h}x{in_w}")
+    symbolic = _is_symbolic(out_h, out_w, in_h, in_w)  # traced for export
+    if not symbolic:
+        out_h, out_w = int(out_h), int(out_w)
+        if out_h <= 0 or out_w <= 0:
+            raise ValueError(f"output size must be positive, got {out_h}x{out_w}")
+        if in_h <= 0 or in_w <= 0:
+            raise ValueError(f"input size must be positive, got {in_h}x{in_w}")
     x = x.float()
-    if (in_h, in_w) == (out_h, out_w):
+    if in_h == out_h and in_w == out_w:
         return x
 
     dev = x.device
-    ly, uy, wy = (torch.from_numpy(a).to(dev)
-                  for a in _axis_weights(in_h, out_h, align_corners, half_pixel_centers))
-    lx, ux, wx = (torch.from_numpy(a).to(dev)
-                  for a in _axis_weights(in_w, out_w, align_corners, half_pixel_centers))
+    if symbolic:
+        ly, uy, wy = _axis_weights_traced(in_h, out_h, align_corners, half_pixel_centers, dev)
+        lx, ux, wx = _axis_weights_traced(in_w, out_w, align_corners, half_pixel_centers, dev)
+    else:
+        ly, uy, wy = (torch.from_numpy(a).to(dev)
+                      for a in _axis_weights(in_h, out_h, align_corners, half_pixel_centers))
+        lx, ux, wx = (torch.from_numpy(a).to(dev)
+                      for a in _axis_weights(in_w, out_w, align_corners, half_pixel_centers))
     # Work on whichever view has the channels innermost in memory: gathering columns of an
     # NCHW tensor is a strided gather (slow), of an NHWC one a copy of C-long runs. The
     # arithmetic per element is the same either way.
