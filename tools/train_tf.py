@@ -9,8 +9,9 @@ variable names) at a reduced width; the recipe is the original's (models/model.p
 * ``tf.compat.v1.train.AdamOptimizer(lr)`` (beta1 0.9, beta2 0.999), global step an
   unnamed int32 ``tf.Variable`` (saved as ``Variable``), polynomial decay of the learning
   rate (power 0.3) to 0 at the last step;
-* ``lstm``: the gradients of the variables with 'LSTM' in their name clipped to global
-  norm 3; ``gray``/``lstm`` train on ``tf.image.rgb_to_grayscale`` of the RGB pairs;
+* no gradient clipping: the original defines clipping of the LSTM variables' gradients to
+  global norm 3 but its train() never enables it (``--clip-lstm`` opts in, for experiments);
+* ``gray``/``lstm`` train on ``tf.image.rgb_to_grayscale`` of the RGB pairs;
 * checkpoints written by ``tf.compat.v1.train.Saver`` over all variables as
   ``deblur.model-<step>`` (weights, /Adam, /Adam_1, beta1_power, beta2_power, Variable).
 
@@ -19,15 +20,19 @@ the loss, the optimizer and the saved variables are the original's):
 
 * a linear learning-rate warm-up over the first ``--warmup`` steps, multiplied into the
   polynomial decay, so a peak rate 10x the original's 1e-4 trains stably (6e-3 diverged);
-* ``--init identity`` (default): training starts from a network that copies its blurry
+* ``--init identity`` (default): training starts from a network that (nearly) copies its blurry
   input, instead of from the original's Xavier weights. The original g_net has no global
   skip, so from Xavier it spends its first thousands of steps learning to copy the input
   (measured here: 1250 steps of 96x96x8 to get back to the blurry input's PSNR). Starting
   values (:func:`start_value`): the second conv of every ResnetBlock is zero (each block is
   the identity, as zero-initialised residual branches in Goyal et al. 2017 / Fixup), the
   centre taps of ``enc1_1`` and ``dec1_0`` pass the blurry channels through the first
-  feature maps, and ``dec1_4`` is zero so the coarser stages start switched off. Everything
-  else keeps TF's Xavier/zero init, and every weight is then trained.
+  feature maps, and ``dec1_4`` starts at a tenth of its Xavier value, so the coarser stages
+  start turned down, but not off. (Not zero: ``dec1_4`` is followed by a ReLU, whose gradient
+  at 0 is 0, so a zero ``dec1_4`` with a zero bias never receives a gradient and stays zero,
+  and with it every variable behind it: enc2_*, enc3_*, dec3_*, dec2_*. The first trained
+  example was made that way; issue 14.) Everything else keeps TF's Xavier/zero init, and
+  every weight is then trained.
   ``--init zero-res`` does only the first part; ``--init xavier`` is the original.
 
 Data (:mod:`srn_port.data.synthetic`): batch ``k`` is a pure function of (seed, k), so a
@@ -65,12 +70,18 @@ RUN_FILE = "run.json"
 LOG_FILE = "log.jsonl"
 _RESUME_KEYS = ("variant", "width", "crop", "batch", "steps", "lr", "warmup", "seed", "init",
                 "min_length", "max_length", "max_noise", "photos", "val_seed", "val_n",
-                "val_size")
+                "val_size", "clip_lstm")
 
 
 INITS = ("xavier", "zero-res", "identity")
 #: Centre tap of a 5x5 kernel.
 _CENTRE = 2
+#: ``--init identity`` starts ``dec1_4`` (the coarse path's way into the finest stage) at this
+#: fraction of its Xavier value: small, so the start is close to copying the input, but never
+#: 0: dec1_4 is followed by a ReLU, and TF's ReluGrad passes ``grad * (y > 0)``, so a zero
+#: dec1_4 (weights and bias) gets exactly zero gradient at every step, and so does everything
+#: coarser behind it.
+COARSE_PATH_SCALE = 0.1
 
 
 def start_value(name: str, value: np.ndarray, init: str, config: SRNConfig) -> Optional[np.ndarray]:
@@ -93,8 +104,8 @@ def start_value(name: str, value: np.ndarray, init: str, config: SRNConfig) -> O
         value = np.zeros_like(value)
         value[_CENTRE, _CENTRE, np.arange(c), np.arange(c)] = 1
         return value
-    if name == "g_net/dec1_4/weights":  # the coarser stages start switched off (they get
-        return np.zeros_like(value)  # gradients through these weights from step 1)
+    if name == "g_net/dec1_4/weights":  # the coarser stages start turned down, not off
+        return value * np.float32(COARSE_PATH_SCALE)
     return None
 
 
@@ -116,6 +127,7 @@ class RunConfig:
     val_n: int
     val_size: int
     init: str = "xavier"
+    clip_lstm: bool = False
 
     @property
     def spec(self) -> synthetic.BlurSpec:
@@ -158,7 +170,7 @@ def build_graph(tf, run: RunConfig):
     g["lr"] = decayed * warm
     opt = tf.compat.v1.train.AdamOptimizer(g["lr"], beta1=ADAM_BETA1, beta2=ADAM_BETA2)
     grads = opt.compute_gradients(g["loss"], var_list=tf.compat.v1.trainable_variables())
-    if config.use_lstm:
+    if run.clip_lstm and config.use_lstm:
         lstm = [(gr, v) for gr, v in grads if "LSTM" in v.name]
         rest = [(gr, v) for gr, v in grads if "LSTM" not in v.name]
         clipped, _ = tf.clip_by_global_norm([gr for gr, _ in lstm], LSTM_CLIP_NORM)
@@ -235,8 +247,11 @@ def cli():
               help="Also train on scikit-image's bundled sample photographs (needs scikit-image).")
 @click.option("--init", type=click.Choice(INITS), default="identity", show_default=True,
               help="Starting weights: xavier (the original's), zero-res (every ResnetBlock "
-                   "starts as the identity) or identity (the whole network starts by copying its "
-                   "blurry input; see the module docstring).")
+                   "starts as the identity) or identity (the whole network starts close to "
+                   "copying its blurry input; see the module docstring).")
+@click.option("--clip-lstm/--no-clip-lstm", default=False, show_default=True,
+              help="Clip the ConvLSTM variables' gradients to global norm 3. The original code "
+                   "defines this but its train() never enables it, so off by default.")
 @click.option("--val-n", type=int, default=8, show_default=True,
               help="Validation images (0: none).")
 @click.option("--val-size", type=int, default=128, show_default=True)
@@ -251,14 +266,14 @@ def cli():
               help="Stop (with a checkpoint) after this many steps of this invocation; for tests.")
 def train(out: Path, variant, width, crop, batch, steps, lr, warmup, seed, min_length,
           max_length, max_noise, photos, val_n, val_size, val_seed, val_every, save_every,
-          log_every, threads, stop_after, init):
+          log_every, threads, stop_after, init, clip_lstm):
     """Train (or resume) a run in --out."""
     for flag, value in (("--crop", crop), ("--val-size", val_size)):
         if value % SIZE_MULTIPLE:
             raise click.BadParameter(f"must be a multiple of {SIZE_MULTIPLE}, got {value}",
                                      param_hint=flag)
     run = RunConfig(variant, width, crop, batch, steps, lr, warmup, seed, min_length, max_length,
-                    max_noise, photos, val_seed, val_n, val_size, init)
+                    max_noise, photos, val_seed, val_n, val_size, init, clip_lstm)
     _check_resume(out, run)
     photo_list = synthetic.load_photos(synthetic.TRAIN_PHOTOS) if photos else ()
 

@@ -83,3 +83,19 @@ def inspect(checkpoint, step, ema):
                    f"{len(classes.unknown)} unknown")
         if classes.unknown:
             click.echo("rules: " + "; ".join(f"{r}: {why}" for r, _, why in DROP_RULES))
+        _warn_dead_layers(reader, classes.mapped)
+
+
+def _warn_dead_layers(reader, mapped) -> None:
+    """One 'warning:' line per ReLU layer that can never train (srn_port.core.liveness)."""
+    from ..core.liveness import zero_relu_layers
+    from ..core.naming import tf_to_torch_tensor
+
+    arrays = {torch_name: tf_to_torch_tensor(reader.get_tensor(tf_name))
+              for tf_name, torch_name in mapped.items()}
+    for z in zero_relu_layers(arrays):
+        which = "all" if z.all_dead else f"{z.dead_channels} of"
+        click.echo(f"warning: {z.layer}: {which} {z.channels} output channels have weights "
+                   f"all 0 and a bias <= 0 before a ReLU: they output 0 and pass no gradient, "
+                   f"so training cannot change them, nor what reaches the output only through "
+                   f"them")
