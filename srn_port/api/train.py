@@ -297,6 +297,9 @@ class Trainer:
 
             net = DistributedDataParallel(self.model)
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        if c.val_every and self.val and self.step % c.val_every == 0:  # where the run starts
+            self._log({"step": self.step, "val_psnr": _psnr_of(self.model, self.val,
+                                                               self.model.config.channels)})
         started, done = time.perf_counter(), 0
         failed = True
         try:
