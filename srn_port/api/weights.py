@@ -17,8 +17,8 @@ from ..core.convert import convert_checkpoint
 from ..core.errors import ModelFileError
 from ..core.fileio import atomic_write
 from ..core.weightfile import (FORMAT, FORMAT_VERSION, NOT_SRN_PORT, SUFFIXES, check_output_path,
-                               check_shapes, config_from_metadata, file_kind,
-                               parse_safetensors_metadata, save_safetensors)
+                               check_shapes, config_from_metadata, file_kind, load_safetensors,
+                               save_safetensors)
 from ..nn.model import SRN
 
 
@@ -83,16 +83,8 @@ def load_weights(path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
                              f"Create one with: srn-port convert CHECKPOINT {path.name}")
     if file_kind(path) == "torch":
         return _load_pt(path)
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata()
-            sd = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:
-        raise ModelFileError(f"Cannot read '{path}' as a safetensors file ({exc}). "
-                             f"{NOT_SRN_PORT}") from None
-    return sd, parse_safetensors_metadata(raw, path)
+    arrays, meta = load_safetensors(path)  # checked against the width it claims
+    return as_state_dict(arrays), meta
 
 
 def load_model(path, device="cpu", step=None, channels_last: bool = True) -> SRN:

@@ -22,8 +22,7 @@ from .checkpoint.writer import (checkpoint_prefix, existing_files, read_checkpoi
                                 write_checkpoint, write_checkpoint_state)
 from .errors import ModelFileError, SrnPortError
 from .naming import torch_to_tf_name, torch_to_tf_tensor
-from .weightfile import (NOT_SRN_PORT, SUFFIXES, check_shapes, config_from_metadata,
-                         file_kind, parse_safetensors_metadata)
+from .weightfile import SUFFIXES, file_kind, load_safetensors
 
 #: The released checkpoints' prefix: ``deblur.model-<step>`` (SRN-Deblur's ``save()``).
 MODEL_NAME = "deblur.model"
@@ -141,25 +140,6 @@ def export_arrays(arrays: Mapping[str, np.ndarray], outdir, step: Optional[int] 
     return written
 
 
-def read_safetensors(path) -> tuple:
-    """(arrays, metadata) of an srn-port ``.safetensors`` file, checked against the variant
-    and width its metadata claims; no torch."""
-    path = Path(path)
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy") as f:
-            raw = f.metadata()
-            arrays = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:
-        raise ModelFileError(f"Cannot read '{path}' as a safetensors file ({exc}). "
-                             f"{NOT_SRN_PORT}") from None
-    meta = parse_safetensors_metadata(raw, path)
-    config = config_from_metadata(meta, path)
-    check_shapes({k: tuple(v.shape) for k, v in arrays.items()}, config, path)
-    return arrays, meta
-
-
 def check_weights_path(path) -> str:
     """The kind ("torch" or "safetensors") of an existing weights file, or a clear error."""
     path = Path(path)
@@ -182,5 +162,5 @@ def export_tf(weights_path, outdir, step: Optional[int] = None, force: bool = Fa
     if check_weights_path(weights_path) != "safetensors":
         raise SrnPortError(f"'{weights_path}' is a PyTorch file, which needs torch to read; "
                            f"use srn_port.api.export_tf.export_tf (or `srn-port export-tf`).")
-    arrays, meta = read_safetensors(weights_path)
+    arrays, meta = load_safetensors(weights_path)
     return export_arrays(arrays, outdir, step=step, metadata=meta, force=force)

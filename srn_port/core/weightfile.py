@@ -137,3 +137,27 @@ def check_shapes(shapes: Mapping[str, Tuple[int, ...]], config: SRNConfig, path)
             f"'{path}' does not fit an SRN {config.variant} model of width {config.width}, "
             f"which its metadata claims ({'; '.join(parts)}). The file is damaged or was edited; "
             f"convert the checkpoint again.")
+
+
+def load_safetensors(path) -> tuple:
+    """(arrays, metadata) of an srn-port ``.safetensors`` file, checked against the variant
+    and width its metadata claims; no torch."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        f = safe_open(str(path), framework="numpy")
+    except Exception as exc:
+        raise ModelFileError(f"Cannot read '{path}' as a safetensors file ({exc}). "
+                             f"{NOT_SRN_PORT}") from None
+    with f:
+        meta = parse_safetensors_metadata(f.metadata(), path)
+        config = config_from_metadata(meta, path)
+        # shapes from the header: checked before any tensor is read
+        check_shapes({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, config, path)
+        try:
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:
+            raise ModelFileError(f"Cannot read the tensors of '{path}' ({exc}). The file is "
+                                 f"damaged; convert the checkpoint again.") from None
+    return arrays, meta
