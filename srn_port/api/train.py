@@ -46,7 +46,7 @@ from ..core.fileio import atomic_write
 from ..core.network import SRNConfig
 from ..core.weightfile import save_safetensors
 from ..data import synthetic
-from ..data.pairs import Pair, check_pairs, load_pair, random_crop
+from ..data.pairs import Pair, check_pairs, load_pair, random_crop, rgb_to_gray
 from ..nn.loss import srn_loss
 from ..nn.model import SRN
 from ..nn.optim import TFAdam, tf_polynomial_decay
@@ -132,9 +132,7 @@ class SyntheticCrops(Dataset):
         blur, sharp = (a[k % self.batch].astype(np.float32) / np.float32(255)
                        for a in self._cache[1])
         if self.channels == 1:
-            from ..data.pairs import GRAY_WEIGHTS
-            blur, sharp = (np.tensordot(a, GRAY_WEIGHTS, axes=([2], [0]))[:, :, None]
-                           for a in (blur, sharp))
+            blur, sharp = rgb_to_gray(blur), rgb_to_gray(sharp)
         return (torch.from_numpy(np.ascontiguousarray(blur.transpose(2, 0, 1))),
                 torch.from_numpy(np.ascontiguousarray(sharp.transpose(2, 0, 1))))
 
@@ -381,8 +379,7 @@ def held_out(pairs: Optional[Sequence[Pair]], channels: int, n: int = 8, size: i
         for blur, sharp in synthetic.held_out_set(n, size, photos=False):
             pair = [a.astype(np.float32) / np.float32(255) for a in (blur, sharp)]
             if channels == 1:
-                from ..data.pairs import GRAY_WEIGHTS
-                pair = [np.tensordot(a, GRAY_WEIGHTS, axes=([2], [0]))[:, :, None] for a in pair]
+                pair = [rgb_to_gray(a) for a in pair]
             out.append(tuple(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
                              for a in pair))
         return out

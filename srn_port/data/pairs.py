@@ -31,6 +31,11 @@ GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], np.float32)
 _LISTING = 5
 
 
+def rgb_to_gray(x: np.ndarray) -> np.ndarray:
+    """``tf.image.rgb_to_grayscale`` of an HxWx3 float32 image: HxWx1 float32."""
+    return np.tensordot(x, GRAY_WEIGHTS, axes=([2], [0]))[:, :, None].astype(np.float32)
+
+
 class DatasetError(SrnPortError):
     """A training or evaluation dataset that cannot be used as it is."""
 
@@ -158,7 +163,7 @@ def load_pair(pair: Pair, channels: int) -> Tuple[np.ndarray, np.ndarray]:
         scale = np.float32(255.0 if image.dtype == np.uint8 else 65535.0)
         x = image.astype(np.float32) / scale
         if channels == 1:
-            x = np.tensordot(x, GRAY_WEIGHTS, axes=([2], [0]))[:, :, None].astype(np.float32)
+            x = rgb_to_gray(x)
         out.append(np.ascontiguousarray(x))
     return out[0], out[1]
 
