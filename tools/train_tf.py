@@ -260,13 +260,16 @@ def cli():
 @click.option("--val-every", type=int, default=500, show_default=True)
 @click.option("--save-every", type=int, default=500, show_default=True)
 @click.option("--log-every", type=int, default=50, show_default=True)
+@click.option("--keep", type=int, default=3, show_default=True,
+              help="Checkpoints the Saver keeps (0: every one, so a layer's death can be traced "
+                   "back to the step it happened).")
 @click.option("--threads", type=int, default=0, show_default=True,
               help="TF threads (0: TF's default).")
 @click.option("--stop-after", type=int, default=0,
               help="Stop (with a checkpoint) after this many steps of this invocation; for tests.")
 def train(out: Path, variant, width, crop, batch, steps, lr, warmup, seed, min_length,
           max_length, max_noise, photos, val_n, val_size, val_seed, val_every, save_every,
-          log_every, threads, stop_after, init, clip_lstm):
+          log_every, keep, threads, stop_after, init, clip_lstm):
     """Train (or resume) a run in --out."""
     for flag, value in (("--crop", crop), ("--val-size", val_size)):
         if value % SIZE_MULTIPLE:
@@ -284,7 +287,7 @@ def train(out: Path, variant, width, crop, batch, steps, lr, warmup, seed, min_l
     with graph.as_default():
         tf.compat.v1.set_random_seed(seed)
         g = build_graph(tf, run)
-        saver = tf.compat.v1.train.Saver(max_to_keep=3, save_relative_paths=True)
+        saver = tf.compat.v1.train.Saver(max_to_keep=keep or None, save_relative_paths=True)
         cfg = tf.compat.v1.ConfigProto()
         if threads:
             cfg.intra_op_parallelism_threads = threads

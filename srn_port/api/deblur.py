@@ -52,6 +52,7 @@ from ..core.options import (DEFAULT_OVERLAP, DEVICES, IMAGE_EXTENSIONS, MODES,  
                             ORIGINAL_CANVAS, PRECISIONS)
 from ..data.images import MAX_VALUE, encode_image, read_image, side_by_side  # noqa: F401
 from ..data.images import write_image  # noqa: F401
+from ..nn.model import SRN
 
 Progress = Callable[[int, int], None]
 
@@ -172,6 +173,8 @@ def _ieee_cudnn_conv() -> Iterator[None]:
 # -- the network on float planes -----------------------------------------------------------
 
 def _model_device(model) -> torch.device:
+    if not isinstance(model, torch.nn.Module):  # an OnnxModel says where it runs
+        return model.device
     return next(model.parameters()).device
 
 
@@ -436,6 +439,10 @@ def deblur_image(model, image: np.ndarray, mode: str = "full",
         dev = resolve_device(device)
         model.to(dev)
     amp = autocast_dtype(precision, dev)
+    if amp is not None and not isinstance(model, SRN):
+        raise SrnPortError(f"precision '{precision}' runs srn-port's own model; an exported "
+                           f"model ({type(model).__name__}) runs in the precision it was "
+                           f"exported in (fp32). Use precision 'fp32', or the converted weights.")
 
     gray = image.ndim == 2
     planes = image[:, :, None] if gray else image[:, :, :3]

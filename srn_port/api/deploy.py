@@ -18,6 +18,7 @@ from torch.export import Dim
 from ..core.errors import SrnPortError
 from ..core.fileio import atomic_write, check_new_file
 from ..core.network import SIZE_MULTIPLE
+from ..core.options import BACKENDS
 from ..nn.model import SRN
 from .weights import load_model
 
@@ -28,6 +29,29 @@ MAX_SIDE = 16 * 1024
 #: ONNX names of the graph's input and outputs (coarse to fine).
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("level0", "level1", "level2")
+#: What an export says about itself: ONNX metadata key, and the .pt2 archive's extra file.
+METADATA_KEY = "srn_port"
+METADATA_FILE = "srn_port.txt"
+
+
+def _metadata(config, finest_only: bool) -> str:
+    """``variant:width``, plus ``:finest`` when only the finest level is output."""
+    return f"{config.variant}:{config.width}" + (":finest" if finest_only else "")
+
+
+def _parse_metadata(text: str, path: Path):
+    from ..core.network import VARIANTS, SRNConfig
+
+    parts = text.split(":")
+    try:
+        if len(parts) not in (2, 3) or parts[0] not in VARIANTS or (
+                len(parts) == 3 and parts[2] != "finest"):
+            raise ValueError(text)
+        return SRNConfig(parts[0], int(parts[1])), len(parts) == 3
+    except ValueError:
+        raise SrnPortError(f"'{path}': its srn_port metadata '{text[:80]}' is not "
+                           f"'variant:width[:finest]'; the file was not written by srn-port "
+                           f"export, or was altered. Export it again.") from None
 
 
 class Outputs(nn.Module):
@@ -68,7 +92,9 @@ def export_model(weights, out, finest_only: bool = False, force: bool = False) -
         warnings.simplefilter("ignore")
         if suffix == ".pt2":
             program = torch.export.export(wrapper, (x,), dynamic_shapes=_dynamic_shapes())
-            atomic_write(out, lambda tmp: torch.export.save(program, tmp), keep_suffix=True)
+            extra = {METADATA_FILE: _metadata(config, finest_only)}
+            atomic_write(out, lambda tmp: torch.export.save(program, tmp, extra_files=extra),
+                         keep_suffix=True)
         else:
             try:
                 import onnx
@@ -79,7 +105,7 @@ def export_model(weights, out, finest_only: bool = False, force: bool = False) -
                                         dynamic_shapes=_dynamic_shapes(),
                                         input_names=[INPUT_NAME], output_names=list(names))
             proto = program.model_proto
-            proto.metadata_props.add(key="srn_port", value=f"{config.variant}:{config.width}")
+            proto.metadata_props.add(key=METADATA_KEY, value=_metadata(config, finest_only))
             onnx.checker.check_model(proto)
             atomic_write(out, lambda tmp: onnx.save(proto, tmp))
     return out
@@ -102,21 +128,100 @@ class OnnxModel:
                     .metadata_props}
         except Exception as exc:
             raise SrnPortError(f"'{path}' is not a readable ONNX file ({exc}).") from None
-        if "srn_port" not in meta:
+        if METADATA_KEY not in meta:
             raise SrnPortError(f"'{path}' is an ONNX file but not one exported by srn-port "
                                f"(no srn_port metadata); export one with: srn-port export "
                                f"WEIGHTS model.onnx")
-        from ..core.network import SRNConfig
-
-        variant, width = meta["srn_port"].split(":")
-        self.config = SRNConfig(variant, int(width))
+        self.config, self.finest_only = _parse_metadata(meta[METADATA_KEY], path)
+        self.path = path
+        self.metadata = {"source": str(path), "backend": "onnxruntime"}
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options,
-                                            providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise SrnPortError(f"ONNX Runtime cannot load '{path}' ({exc}). Export it again "
+                               f"with srn-port export.") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
 
+    #: ONNX Runtime runs here on the CPU; deblur_image asks where the model is.
+    device = torch.device("cpu")
+
+    def to(self, device):
+        if torch.device(device).type != "cpu":
+            raise SrnPortError(f"'{self.path}': srn-port runs .onnx files with ONNX Runtime's "
+                               f"CPU provider; use --device cpu, or the converted weights "
+                               f"(.pt/.safetensors) for {torch.device(device).type}.")
+        return self
+
     def __call__(self, x: torch.Tensor):
-        outs = self.session.run(None, {INPUT_NAME: x.detach().cpu().contiguous().numpy()})
+        outs = self.session.run(None, {INPUT_NAME: x.detach().cpu().float().contiguous()
+                                       .numpy()})
         return [torch.from_numpy(o) for o in outs]
+
+
+class ExportedProgram(nn.Module):
+    """A ``.pt2`` file written by :func:`export_model` (``torch.export.load``), called like
+    :class:`SRN`: NCHW float32 in, the list of its level outputs (coarse to fine; only the
+    finest if it was exported with ``finest_only``)."""
+
+    def __init__(self, path):
+        super().__init__()
+        path = Path(path)
+        extra = {METADATA_FILE: ""}
+        try:
+            program = torch.export.load(str(path), extra_files=extra)
+        except Exception as exc:
+            raise SrnPortError(f"'{path}' is not a readable torch.export program ({exc}). "
+                               f"Export it again with srn-port export.") from None
+        if not extra[METADATA_FILE]:
+            raise SrnPortError(f"'{path}' is a torch.export program but not one exported by "
+                               f"srn-port (no {METADATA_FILE}); export one with: srn-port "
+                               f"export WEIGHTS model.pt2")
+        self.config, self.finest_only = _parse_metadata(extra[METADATA_FILE], path)
+        self.path = path
+        self.metadata = {"source": str(path), "backend": "torch.export"}
+        self.module_ = program.module()
+
+    def forward(self, x: torch.Tensor):
+        out = self.module_(x)
+        return [out] if isinstance(out, torch.Tensor) else list(out)
+
+
+def load_exported(path, threads: Optional[int] = None):
+    """The model of an exported ``.onnx`` (:class:`OnnxModel`) or ``.pt2``
+    (:class:`ExportedProgram`) file."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return OnnxModel(path, threads=threads)
+    if path.suffix.lower() == ".pt2":
+        return ExportedProgram(path)
+    raise SrnPortError(f"'{path}': exported models are {' or '.join(FORMATS)} files.")
+
+
+
+
+def load_inference_model(weights, backend: str = "auto", device="cpu",
+                         threads: Optional[int] = None):
+    """A model for :func:`srn_port.api.deblur.deblur_image`: an :class:`SRN` (converted
+    file or TF checkpoint), an :class:`ExportedProgram` (``.pt2``) or an :class:`OnnxModel`
+    (``.onnx``, ONNX Runtime with ``threads`` intra-op threads)."""
+    weights = Path(weights)
+    suffix = weights.suffix.lower()
+    if backend not in BACKENDS:
+        raise SrnPortError(f"Unknown backend '{backend}'; expected one of {', '.join(BACKENDS)}.")
+    if backend == "onnxruntime" and suffix != ".onnx":
+        raise SrnPortError(f"backend 'onnxruntime' runs an exported .onnx file, and "
+                           f"'{weights}' is not one; make one with: srn-port export "
+                           f"'{weights}' model.onnx")
+    if suffix == ".onnx":
+        if backend == "torch":
+            raise SrnPortError(f"'{weights}' is an ONNX file, which ONNX Runtime runs: use "
+                               f"backend 'onnxruntime' (or 'auto'), or give the converted "
+                               f"weights for backend 'torch'.")
+        return OnnxModel(weights, threads=threads).to(device)
+    if suffix == ".pt2":
+        return ExportedProgram(weights).to(device)
+    return load_model(weights, device=device)

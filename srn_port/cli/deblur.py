@@ -12,8 +12,8 @@ from typing import List, Optional
 import click
 
 from ..core.errors import SrnPortError
-from ..core.options import (DEFAULT_OVERLAP, DEVICES, IMAGE_EXTENSIONS, MODES, ORIGINAL_CANVAS,
-                            PRECISIONS, VIDEO_EXTENSIONS)
+from ..core.options import (BACKENDS, DEFAULT_OVERLAP, DEVICES, IMAGE_EXTENSIONS, MODES,
+                            ORIGINAL_CANVAS, PRECISIONS, VIDEO_EXTENSIONS)
 
 COMPARE_SUFFIX = "_compare.png"
 #: What deblur reads: images and videos.
@@ -40,6 +40,10 @@ def _listing(paths) -> str:
     shown = ", ".join(f"'{p}'" for p in paths[:_LISTING_LIMIT])
     return shown + (f" and {len(paths) - _LISTING_LIMIT} more" if len(paths) > _LISTING_LIMIT
                     else "")
+
+
+def suffix_of(path: Path) -> str:
+    return Path(path).suffix.lower()
 
 
 def is_video(path: Path) -> bool:
@@ -158,10 +162,14 @@ def _given(ctx, name: str) -> bool:
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
               help="Skip (and report) images whose header declares more pixels than this, "
                    "before decoding them.  [default: $SRN_PORT_MAX_PIXELS or 40000000]")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto",
+              help="auto: ONNX Runtime for an .onnx WEIGHTS file (written by srn-port export), "
+                   "torch for anything else (a .pt2 runs as its torch.export program). "
+                   "onnxruntime needs the onnx extra.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.pass_context
 def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, device, precision,
-           compare, max_pixels, force):
+           compare, max_pixels, backend, force):
     """Deblur the images INPUT... (files and/or folders) with WEIGHTS into OUTDIR.
 
     WEIGHTS is a file written by `srn-port convert` or a TF checkpoint (folder or prefix).
@@ -174,6 +182,7 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
       srn-port deblur color.pt examples/photos -o deblurred
       srn-port deblur color.pt big.tif --tile 512 --precision bf16 -o out
       srn-port deblur color.pt photo.jpg --mode original --compare -o out
+      srn-port deblur color.onnx examples/photos -o deblurred   # ONNX Runtime
     """
     from ..api.deblur import (autocast_dtype, check_canvas, check_tiling, default_overlap,
                               resolve_device)
@@ -212,8 +221,8 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
     if not jobs:
         raise click.UsageError("No images to deblur in " + _listing(inputs) + ".")
 
+    from ..api.deploy import load_inference_model
     from ..api.distributed import distributed, finish_distributed, gather
-    from ..api.weights import load_model
 
     # Under torchrun, process r of N deblurs inputs r, r + N, ... (on GPU r where there are
     # GPUs); rank 0 prints the notes and the merged summary.
@@ -225,7 +234,7 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
     if rank == 0:
         for note in notes:
             click.echo(note, err=True)
-    model = load_model(weights, device=dev)
+    model = load_inference_model(weights, backend, device=dev)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -246,8 +255,9 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
     rate = f"{elapsed / megapixels:.2f} s/megapixel" if megapixels else "no pixels"
     cfg = model.config
     procs = f", {world} processes" if world > 1 else ""
+    runtime = "onnxruntime" if suffix_of(weights) == ".onnx" else dev.type
     click.echo(f"{done} file(s) deblurred, {len(failures)} failed, in {elapsed:.1f} s "
-               f"({rate}; {cfg.variant} width {cfg.width}, {dev.type}, {precision}, "
+               f"({rate}; {cfg.variant} width {cfg.width}, {runtime}, {precision}, "
                f"--mode {mode}{procs}) -> {outdir}")
     if failures:
         click.echo(f"Error: {len(failures)} of {len(jobs)} input(s) failed: "

@@ -14,3 +14,7 @@ DEFAULT_OVERLAP = 64
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: Video containers read and written (OpenCV's VideoCapture/VideoWriter; frames only).
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
+
+#: Inference backends of deblur and evaluate: ``auto`` picks by the WEIGHTS file (``.onnx``:
+#: ONNX Runtime; anything else: torch, a ``.pt2`` as its torch.export program).
+BACKENDS = ("auto", "torch", "onnxruntime")
