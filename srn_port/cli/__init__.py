@@ -19,6 +19,7 @@ from ..core.errors import SrnPortError
 from .convert import convert, inspect
 from .deblur import deblur
 from .diff import EXIT_USAGE, diff
+from .evaluate import evaluate
 from .export import export
 from .export_tf import export_tf
 from .train import train
@@ -46,7 +47,7 @@ def cli():
     """SRN-Deblur in PyTorch: convert the TF checkpoints, check parity, deblur images."""
 
 
-for _command in (convert, inspect, diff, deblur, export, export_tf, train):
+for _command in (convert, inspect, diff, deblur, evaluate, export, export_tf, train):
     cli.add_command(_command)
 
 

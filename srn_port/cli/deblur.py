@@ -128,62 +128,48 @@ def _given(ctx, name: str) -> bool:
     return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
 
 
-@click.command(short_help="Deblur image files and folders (full resolution, or the original's "
-                        "pipeline).")
-@click.argument("weights", type=click.Path(exists=True, path_type=Path))
-@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True,
-                type=click.Path(path_type=Path))
-@click.option("-o", "--outdir", required=True, type=click.Path(path_type=Path),
-              help="Folder for the results (created if missing); each keeps its input's file "
-                   "name and format.")
-@click.option("--mode", type=click.Choice(MODES), default="full",
-              help="full: full resolution, any size, rounded output. original: replay the "
-                   "authors' test() (fixed canvas, downscale of larger images, truncation), "
-                   "equal to the TF original; 8-bit only.")
-@click.option("--height", type=int, default=ORIGINAL_CANVAS[0],
-              help="Canvas height of --mode original (a multiple of 16).")
-@click.option("--width", type=int, default=ORIGINAL_CANVAS[1],
-              help="Canvas width of --mode original (a multiple of 16).")
-@click.option("--tile", type=int, default=None,
-              help="--mode full: process in overlapping tiles of N x N pixels (a multiple of "
-                   "16) to bound memory on large images.  [default: no tiling]")
-@click.option("--overlap", type=int, default=None,
-              help="With --tile: minimum overlap of neighbouring tiles in pixels (a multiple "
-                   f"of 16, at most half the tile).  [default: {DEFAULT_OVERLAP}, or half a "
-                   f"tile under {2 * DEFAULT_OVERLAP}]")
-@click.option("--device", type=click.Choice(DEVICES), default="auto",
-              help="auto: cuda, else mps, else cpu.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
-              help="fp16 on cuda/mps only; bf16 on cuda and on CPUs with bfloat16 "
-                   "instructions (AVX512-BF16 or AMX). The TF-equality of --mode original "
-                   "holds for fp32.")
-@click.option("--compare", is_flag=True,
-              help="Also write NAME_compare.png: input | output side by side.")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
-              help="Skip (and report) images whose header declares more pixels than this, "
-                   "before decoding them.  [default: $SRN_PORT_MAX_PIXELS or 40000000]")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto",
-              help="auto: ONNX Runtime for an .onnx WEIGHTS file (written by srn-port export), "
-                   "torch for anything else (a .pt2 runs as its torch.export program). "
-                   "onnxruntime needs the onnx extra.")
-@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-@click.pass_context
-def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, device, precision,
-           compare, max_pixels, backend, force):
-    """Deblur the images INPUT... (files and/or folders) with WEIGHTS into OUTDIR.
+#: The deblurring pipeline's options, shared by deblur and evaluate.
+_PIPELINE_OPTIONS = [
+    click.option("--mode", type=click.Choice(MODES), default="full",
+                 help="full: full resolution, any size, rounded output. original: replay the "
+                      "authors' test() (fixed canvas, downscale of larger images, truncation), "
+                      "equal to the TF original; 8-bit only."),
+    click.option("--height", type=int, default=ORIGINAL_CANVAS[0],
+                 help="Canvas height of --mode original (a multiple of 16)."),
+    click.option("--width", type=int, default=ORIGINAL_CANVAS[1],
+                 help="Canvas width of --mode original (a multiple of 16)."),
+    click.option("--tile", type=int, default=None,
+                 help="--mode full: process in overlapping tiles of N x N pixels (a multiple of "
+                      "16) to bound memory on large images.  [default: no tiling]"),
+    click.option("--overlap", type=int, default=None,
+                 help="With --tile: minimum overlap of neighbouring tiles in pixels (a multiple "
+                      f"of 16, at most half the tile).  [default: {DEFAULT_OVERLAP}, or half a "
+                      f"tile under {2 * DEFAULT_OVERLAP}]"),
+    click.option("--device", type=click.Choice(DEVICES), default="auto",
+                 help="auto: cuda, else mps, else cpu."),
+    click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
+                 help="fp16 on cuda/mps only; bf16 on cuda and on CPUs with bfloat16 "
+                      "instructions (AVX512-BF16 or AMX). The TF-equality of --mode original "
+                      "holds for fp32."),
+    click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+                 help="Skip (and report) images whose header declares more pixels than this, "
+                      "before decoding them.  [default: $SRN_PORT_MAX_PIXELS or 40000000]"),
+    click.option("--backend", type=click.Choice(BACKENDS), default="auto",
+                 help="auto: ONNX Runtime for an .onnx WEIGHTS file (written by srn-port export), "
+                      "torch for anything else (a .pt2 runs as its torch.export program). "
+                      "onnxruntime needs the onnx extra."),
+]
 
-    WEIGHTS is a file written by `srn-port convert` or a TF checkpoint (folder or prefix).
-    A folder contributes the image files directly inside it, sorted. A file that is not a
-    readable image is reported and skipped; the exit code is then 1. Nothing is written if
-    an output would overwrite an input or (without --force) an existing file.
 
-    \b
-    Examples:
-      srn-port deblur color.pt examples/photos -o deblurred
-      srn-port deblur color.pt big.tif --tile 512 --precision bf16 -o out
-      srn-port deblur color.pt photo.jpg --mode original --compare -o out
-      srn-port deblur color.onnx examples/photos -o deblurred   # ONNX Runtime
-    """
+def pipeline_options(command):
+    for option in reversed(_PIPELINE_OPTIONS):
+        command = option(command)
+    return command
+
+
+def check_pipeline(ctx, mode, height, width, tile, overlap, device, precision):
+    """Refuse option combinations of the deblurring pipeline that cannot work, before any
+    work; returns (torch device, overlap) with the overlap defaulted for --tile."""
     from ..api.deblur import (autocast_dtype, check_canvas, check_tiling, default_overlap,
                               resolve_device)
 
@@ -208,8 +194,6 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
         check_tiling(tile, overlap)
     except SrnPortError as exc:
         raise click.BadParameter(str(exc), param_hint="--tile/--overlap") from None
-
-    jobs, notes = plan_jobs(list(inputs), outdir, compare, force)
     try:
         dev = resolve_device(device)
     except SrnPortError as exc:
@@ -218,6 +202,40 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
         autocast_dtype(precision, dev)  # refuses unsupported combinations before loading
     except SrnPortError as exc:
         raise click.BadParameter(str(exc), param_hint="'--precision'") from None
+    return dev, overlap
+
+
+@click.command(short_help="Deblur image files and folders (full resolution, or the original's "
+                        "pipeline).")
+@click.argument("weights", type=click.Path(exists=True, path_type=Path))
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True,
+                type=click.Path(path_type=Path))
+@click.option("-o", "--outdir", required=True, type=click.Path(path_type=Path),
+              help="Folder for the results (created if missing); each keeps its input's file "
+                   "name and format.")
+@pipeline_options
+@click.option("--compare", is_flag=True,
+              help="Also write NAME_compare.png: input | output side by side.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.pass_context
+def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, device, precision,
+           compare, max_pixels, backend, force):
+    """Deblur the images INPUT... (files and/or folders) with WEIGHTS into OUTDIR.
+
+    WEIGHTS is a file written by `srn-port convert` or a TF checkpoint (folder or prefix).
+    A folder contributes the image files directly inside it, sorted. A file that is not a
+    readable image is reported and skipped; the exit code is then 1. Nothing is written if
+    an output would overwrite an input or (without --force) an existing file.
+
+    \b
+    Examples:
+      srn-port deblur color.pt examples/photos -o deblurred
+      srn-port deblur color.pt big.tif --tile 512 --precision bf16 -o out
+      srn-port deblur color.pt photo.jpg --mode original --compare -o out
+      srn-port deblur color.onnx examples/photos -o deblurred   # ONNX Runtime
+    """
+    dev, overlap = check_pipeline(ctx, mode, height, width, tile, overlap, device, precision)
+    jobs, notes = plan_jobs(list(inputs), outdir, compare, force)
     if not jobs:
         raise click.UsageError("No images to deblur in " + _listing(inputs) + ".")
 
