@@ -2,6 +2,8 @@
 
 Exit codes: 0 every layer within the tolerance table, 1 a divergence, 2 a usage error
 (bad file, wrong golden, unknown layer...), so CI can tell a regression from misuse.
+An exported ``.onnx``/``.pt2`` file exposes only its level outputs, so for one of those
+the table has a row per output it has, judged under 'output'.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import click
 
 from ..core.errors import CheckpointError, SrnPortError
 from ..core.fileio import atomic_write, check_new_file
-from ..core.network import EMULATIONS, N_LEVELS
+from ..core.network import EMULATIONS, N_LEVELS, OUTPUT_NODE
 
 
 #: Exit status of a usage error (click's own usage errors use 2 as well).
@@ -84,9 +86,10 @@ def format_detail(d) -> str:
 
 
 def format_report(result, weights_path, show_layer: bool) -> str:
-    mode = ("chained: each layer computes from the model's own previous layers"
-            if result.mode == "chained"
-            else "isolated: each layer is fed the reference's own inputs")
+    mode = {"chained": "chained: each layer computes from the model's own previous layers",
+            "isolated": "isolated: each layer is fed the reference's own inputs",
+            "outputs": "outputs: an exported file, compared on the level outputs it "
+                       "exposes"}[result.mode]
     out = [f"reference: {result.reference}", f"model:     {result.model}", f"mode:      {mode}"]
     if result.emulate:
         out.append(f"emulating: {', '.join(result.emulate)} (naive PyTorch choices, on purpose)")
@@ -106,7 +109,10 @@ def format_report(result, weights_path, show_layer: bool) -> str:
             out += [format_detail(d), ""]
     f = result.first_divergence
     if f is None:
-        out.append(f"PASS: all {len(result.rows)} layer/level rows within the tolerance table")
+        n = len(result.rows)
+        what = (f"{'the' if n == 1 else f'all {n}'} level output{'s' * (n != 1)}"
+                if result.mode == "outputs" else f"all {n} layer/level rows")
+        out.append(f"PASS: {what} within the tolerance table")
     else:
         out.append(f"FIRST DIVERGENCE: {f.layer} at level {f.level}: max rel error "
                    f"{_fmt(f.max_rel_err)} > '{f.tolerance}' ({f.tolerance_rel:g})"
@@ -136,9 +142,10 @@ def _input_files(weights: Path, golden, tf_ckpt, image):
 
 def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emulate,
          heatmap, json_out, force=False):
-    from ..parity import (GoldenReference, TFReference, compare, find_golden, image_input,
-                          parse_size, random_input, write_heatmap)
+    from ..parity import (GoldenReference, TFReference, compare, compare_outputs, find_golden,
+                          image_input, parse_size, random_input, write_heatmap)
     from ..parity.reference import checkpoint_config
+    from ..api.deploy import FORMATS, load_exported
     from ..api.weights import load_model
 
     if golden is not None and tf_ckpt is not None:
@@ -148,6 +155,11 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
                            "CHECKPOINT); a golden file has its own fixed input.")
     if image is not None and size is not None:
         raise SrnPortError("--input and --size both choose the input; give one of them.")
+    exported = weights.suffix.lower() in FORMATS
+    if exported and (isolate or emulate):
+        raise SrnPortError(f"--isolate and --emulate act on the layers of a PyTorch model, and "
+                           f"'{weights}' is an exported file, which exposes only its level "
+                           f"outputs. Use them with the weights it was exported from.")
     inputs = _input_files(weights, golden, tf_ckpt, image)
     if json_out is not None and json_out != "-":
         check_new_file(json_out, "--json file", inputs, force)
@@ -156,20 +168,24 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
                                                            (None, "-") else []), force)
     if not weights.exists() and not weights.with_name(weights.name + ".index").exists():
         raise SrnPortError(f"WEIGHTS '{weights}' does not exist. Give a converted weights file "
-                           f"(.pt/.safetensors) or a TF checkpoint (its folder or its prefix).")
-    try:
-        model = load_model(weights)
-    except CheckpointError as exc:
-        hint = (" (an .h5 file is a golden: pass it with --golden)"
-                if weights.suffix.lower() == ".h5" else "")
-        raise SrnPortError(f"WEIGHTS '{weights}' is neither an srn-port weights file (.pt, .pth, "
-                           f".safetensors, written by srn-port convert) nor a TensorFlow "
-                           f"checkpoint{hint}. {exc}") from None
-    names = model.node_names()
-    if layer is not None and layer not in names:
-        raise SrnPortError(f"There is no layer '{layer}' in an SRN {model.config.variant} model. "
-                           f"Valid names, in graph order: {', '.join(names)}.")
-    model.set_emulation(emulate)
+                           f"(.pt/.safetensors), a TF checkpoint (its folder or its prefix) or "
+                           f"an exported .onnx/.pt2 file.")
+    if exported:
+        model = load_exported(weights)
+    else:
+        try:
+            model = load_model(weights)
+        except CheckpointError as exc:
+            hint = (" (an .h5 file is a golden: pass it with --golden)"
+                    if weights.suffix.lower() == ".h5" else "")
+            raise SrnPortError(f"WEIGHTS '{weights}' is neither an srn-port weights file (.pt, "
+                               f".pth, .safetensors, written by srn-port convert) nor a "
+                               f"TensorFlow checkpoint{hint}. {exc}") from None
+        names = model.node_names()
+        if layer is not None and layer not in names:
+            raise SrnPortError(f"There is no layer '{layer}' in an SRN {model.config.variant} "
+                               f"model. Valid names, in graph order: {', '.join(names)}.")
+        model.set_emulation(emulate)
     if tf_ckpt is not None:
         prefix, config = checkpoint_config(tf_ckpt)
         if config != model.config:
@@ -187,13 +203,21 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
         reference = GoldenReference(golden if golden is not None else find_golden(model.config))
         note = ""
     meta = getattr(model, "metadata", {})
-    model_name = (f"{weights} (SRN {model.config.variant}, width {model.config.width}"
-                  f"{', step ' + str(meta['step']) if meta.get('step') is not None else ''})")
-    detail_layer = layer or ("dec1_0" if heatmap is not None else None)
+    if exported:
+        what = (f", exported{' (finest level only)' if model.finest_only else ''}, run by "
+                f"{meta['backend']}")
+    else:
+        what = f", step {meta['step']}" if meta.get("step") is not None else ""
+    model_name = f"{weights} (SRN {model.config.variant}, width {model.config.width}{what})"
+    detail_layer = layer or (OUTPUT_NODE if heatmap is not None else None)
+    levels = None if level is None else [level]
     with reference:
-        result = compare(model, reference, isolate=isolate,
-                         levels=None if level is None else [level], layer=detail_layer,
-                         model_name=model_name)
+        if exported:
+            result = compare_outputs(model, reference, levels=levels, layer=detail_layer,
+                                     model_name=model_name)
+        else:
+            result = compare(model, reference, isolate=isolate, levels=levels,
+                             layer=detail_layer, model_name=model_name)
     if note:
         result.notes.append(note)
     if heatmap is not None:
@@ -250,7 +274,8 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
 def diff(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emulate, heatmap,
          json_out, force):
     """Compare WEIGHTS (a converted .pt/.safetensors file or a TF checkpoint) with the TF
-    original, layer by layer and level by level, and explain the first divergence.
+    original, layer by layer and level by level, and explain the first divergence. An
+    exported .onnx/.pt2 file is compared on its level outputs, all it exposes.
 
     Exit status: 0 all within the tolerance table, 1 divergence, 2 usage error.
     """

@@ -4,7 +4,8 @@ Chained (the default): the model runs normally and every node is compared as it 
 produced, so an error shows up where it enters and how it grows. Isolated: every node is
 fed the reference's own inputs, so each row is that layer's own error. Tolerances come from
 :mod:`srn_port.core.tolerances` (``node_tolerance_keys``). Reference tensors are fetched one level
-at a time (one tensor at a time from a golden file) and dropped after use.
+at a time (one tensor at a time from a golden file) and dropped after use. An exported
+``.onnx``/``.pt2`` file exposes only its level outputs: :func:`compare_outputs` compares those.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from ..core.network import N_LEVELS, level_size
 from ..core.errors import SrnPortError
-from ..core.network import OUTPUT_NODE, STATE_NODE, Node
+from ..core.network import OUTPUT_NODE, STATE_NODE, Node, level_graph
 from ..nn.model import SRN
 from ..core.tolerances import TOLERANCES, node_tolerance_keys, within
 from .detail import LayerDetail, layer_detail
@@ -45,7 +46,7 @@ class Row:
 
 @dataclass
 class Comparison:
-    mode: str  # "chained" | "isolated"
+    mode: str  # "chained" | "isolated" | "outputs" (an exported file)
     reference: str
     model: str
     emulate: Tuple[str, ...]
@@ -91,6 +92,19 @@ def error_stats(ours: torch.Tensor, ref: torch.Tensor) -> Tuple[float, float, fl
     return err, scale, rel, mean
 
 
+def judge_row(level: int, name: str, op: str, ours: torch.Tensor, ref: torch.Tensor,
+              key: str) -> Row:
+    """The row of one tensor against the reference's, judged by ``TOLERANCES[key]``."""
+    tol = TOLERANCES[key]
+    if tuple(ours.shape) != tuple(ref.shape):
+        return Row(level, name, op, tuple(ref.shape), math.inf, float(ref.abs().max()),
+                   math.inf, math.inf, key, tol.rel, False,
+                   f"shape {tuple(ours.shape)}, reference {tuple(ref.shape)}")
+    err, scale, rel, mean = error_stats(ours, ref)
+    return Row(level, name, op, tuple(ref.shape), err, scale, rel, mean, key, tol.rel,
+               within(err, scale, tol))
+
+
 def reference_state_dict(reference: Reference):
     """The reference's weights as a PyTorch state_dict (converted without TF), or None."""
     if reference.checkpoint is None:
@@ -106,9 +120,9 @@ def check_compatible(model: SRN, reference: Reference) -> None:
     if (m.variant, m.width) != (r.variant, r.width):
         raise SrnPortError(
             f"The reference ({reference.description}) is an SRN {r.variant} model of width "
-            f"{r.width}, but WEIGHTS is {m.variant} of width {m.width}; their layers cannot be "
-            f"compared. Use the golden of WEIGHTS' variant and width (omit --golden to pick it), "
-            f"or --tf with the checkpoint WEIGHTS was converted from.")
+            f"{r.width}, but WEIGHTS is {m.variant} of width {m.width}; they cannot be compared. "
+            f"Use the golden of WEIGHTS' variant and width (omit --golden to pick it), or --tf "
+            f"with the checkpoint WEIGHTS was converted or exported from.")
 
 
 def compare(model: SRN, reference: Reference, *, isolate: bool = False,
@@ -151,15 +165,7 @@ def compare(model: SRN, reference: Reference, *, isolate: bool = False,
               chained: bool) -> None:
         ref = ref_level[node.name]
         key = keys[node.name]
-        tol = TOLERANCES[key]
-        if tuple(ours.shape) != tuple(ref.shape):
-            row = Row(level, node.name, node.op, tuple(ref.shape), math.inf, float(ref.abs().max()),
-                      math.inf, math.inf, key, tol.rel, False,
-                      f"shape {tuple(ours.shape)}, reference {tuple(ref.shape)}")
-        else:
-            err, scale, rel, mean = error_stats(ours, ref)
-            row = Row(level, node.name, node.op, tuple(ref.shape), err, scale, rel, mean, key,
-                      tol.rel, within(err, scale, tol))
+        row = judge_row(level, node.name, node.op, ours, ref, key)
         result.rows.append(row)
         if node.name == layer and row.shape == tuple(ours.shape):
             result.details.append(layer_detail(level, node.name, ours, ref, key, row.passed))
@@ -205,3 +211,55 @@ def compare(model: SRN, reference: Reference, *, isolate: bool = False,
                          "prev_state": out.get(STATE_NODE)}
     return result
 
+
+def compare_outputs(model, reference: Reference, *, levels: Optional[Sequence[int]] = None,
+                    layer: Optional[str] = None, model_name: str = "model") -> Comparison:
+    """Compare an exported model with ``reference`` on what it exposes: its level outputs
+    (only the finest for a ``finest_only`` export), each under 'output'.
+
+    ``model``: an :class:`srn_port.api.deploy.OnnxModel` or ``ExportedProgram`` (``config``,
+    ``finest_only``, called on the NCHW input). Its internal layers are not visible, so there
+    are no layer rows, no diagnosis and no weight comparison; ``layer`` may only be the level
+    output (``dec1_0``), whose detail is then returned for each compared level.
+    """
+    check_compatible(model, reference)
+    exposed = (N_LEVELS - 1,) if model.finest_only else tuple(range(N_LEVELS))
+    levels = exposed if levels is None else tuple(sorted(set(levels)))
+    hidden = [lv for lv in levels if lv not in exposed]
+    if hidden:
+        raise SrnPortError(f"Level {hidden[0]} is not an output of the exported model, which "
+                           f"outputs level(s) {', '.join(map(str, exposed))}"
+                           f"{' (exported with --finest-only)' if model.finest_only else ''}.")
+    if layer not in (None, OUTPUT_NODE):
+        raise SrnPortError(f"An exported file exposes only its level outputs ({OUTPUT_NODE}), "
+                           f"not layer '{layer}'; to see the internal layers, diff the weights "
+                           f"it was exported from.")
+    op = next(n.op for n in level_graph(model.config) if n.name == OUTPUT_NODE)
+    x = reference.input()
+    with torch.no_grad():
+        outs = model(x)
+    if len(outs) != len(exposed):
+        raise SrnPortError(f"The exported model returned {len(outs)} output(s), not the "
+                           f"{len(exposed)} its metadata announces; export it again.")
+    result = Comparison(mode="outputs", reference=reference.description, model=model_name,
+                        emulate=(), levels=levels, rows=[], notes=[
+                            "internal layers are not visible in an exported file: they are not "
+                            "compared or diagnosed, nor are its weights checked (for those, "
+                            "diff the weights it was exported from)"])
+    for level, ours in zip(exposed, outs):
+        if level not in levels:
+            continue
+        ref = reference.level(level)[OUTPUT_NODE]
+        row = judge_row(level, OUTPUT_NODE, op, ours, ref, "output")
+        result.rows.append(row)
+        same = row.shape == tuple(ours.shape)
+        if layer == OUTPUT_NODE and same:
+            result.details.append(layer_detail(level, OUTPUT_NODE, ours, ref, "output",
+                                               row.passed))
+        if not row.passed and result.first_divergence is None:
+            result.first_divergence = row
+            if same:
+                result.first_divergence_detail = (
+                    result.details[-1] if layer == OUTPUT_NODE
+                    else layer_detail(level, OUTPUT_NODE, ours, ref, "output", False))
+    return result
