@@ -2,12 +2,15 @@
 """Benchmark srn-port against the TF original, in one run on one machine.
 
 Every measurement runs in its own child process (so one framework's memory does not
-inflate the other's peak RSS), with the same thread count on both sides:
+inflate the other's peak RSS), with the same thread count on every side:
 
 * inference: the TF reference graph (steady-state ``session.run`` after warm-up) and
   srn-port (eager PyTorch, steady state) on the same full-width checkpoint and the same
   input, per variant and size (gray/lstm run the three-plane batch, as in use);
   minimum and median seconds, ratio TF/srn-port, megapixels per second, peak RSS;
+  and ONNX Runtime on the model exported once to ``<work-dir>/<variant>.onnx``
+  (``intra_op_num_threads`` = ``--threads``, sequential execution), ratio TF/ONNX Runtime;
+  skipped with a note when onnxruntime (the [onnx] extra) is not installed;
 * conversion: ``srn-port convert`` of a full training checkpoint (Adam slots included)
   as a whole process, against loading the same checkpoint through TensorFlow, also as a
   whole process;
@@ -117,6 +120,30 @@ def child_torch(args) -> dict:
     return {"times": times, "peak_rss_mb": _peak_rss_mb()}
 
 
+def child_onnxruntime(args) -> dict:
+    """ONNX Runtime alone (numpy, no torch in this process), on the exported .onnx."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(args.weights, options, providers=["CPUExecutionProvider"])
+    finest = session.get_outputs()[-1].name
+    feed = {session.get_inputs()[0].name: np.ascontiguousarray(
+        _input(args.variant, args.height, args.width).transpose(0, 3, 1, 2))}
+    times = []
+    for i in range(args.warmup + args.reps):
+        t = time.perf_counter()
+        (out,) = session.run([finest], feed)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t)
+    if args.save_output:
+        np.save(args.save_output, np.ascontiguousarray(out.transpose(0, 2, 3, 1)))
+    return {"times": times, "peak_rss_mb": _peak_rss_mb()}
+
+
 def child_tf_load(args) -> dict:
     from srn_port.reference.graph import import_tf
 
@@ -169,8 +196,9 @@ def child_torch_train(args) -> dict:
     return {"times": times, "peak_rss_mb": _peak_rss_mb()}
 
 
-CHILDREN = {"tf": child_tf, "torch": child_torch, "tf-load": child_tf_load,
-            "tf-train": child_tf_train, "torch-train": child_torch_train}
+CHILDREN = {"tf": child_tf, "torch": child_torch, "onnxruntime": child_onnxruntime,
+            "tf-load": child_tf_load, "tf-train": child_tf_train,
+            "torch-train": child_torch_train}
 
 
 def run_child(kind: str, **kw) -> dict:
@@ -196,6 +224,26 @@ def time_process(cmd, reps: int) -> list:
 
 
 # -- the benchmark -----------------------------------------------------------------------
+
+
+def onnx_exports(variants, ckpts, work: Path):
+    """(variant -> .onnx exported once into ``work``, or None; why ONNX Runtime is skipped)."""
+    import importlib.util
+
+    missing = [m for m in ("onnxruntime", "onnx", "onnxscript")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        return None, (f"{', '.join(missing)} not installed (pip install 'srn-port[onnx]')")
+    from srn_port.api.deploy import export_model
+
+    files = {}
+    for variant in variants:
+        out = work / f"{variant}.onnx"
+        if not out.exists():
+            print(f"exporting {ckpts[variant][1]} to {out} (once)", flush=True)
+            export_model(ckpts[variant][1], out)
+        files[variant] = out
+    return files, None
 
 
 def psnr(test, ref) -> float:
@@ -252,6 +300,11 @@ def machine_info(threads: int) -> dict:
     try:
         import tensorflow as tf  # noqa: F401  (version only)
         info["tensorflow"] = tf.__version__
+    except ImportError:
+        pass
+    try:
+        import onnxruntime  # version only
+        info["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         pass
     return info
@@ -321,6 +374,13 @@ def main(argv=None) -> int:
             convert(folder, weights)
         ckpts[variant] = (folder / "deblur.model-523000", weights)
 
+    onnx_files = None
+    if not args.skip_inference:
+        onnx_files, why = onnx_exports(variants, ckpts, work)
+        if why:
+            result["onnxruntime_skipped"] = why
+            print(f"ONNX Runtime: skipped, {why}")
+
     common = dict(threads=args.threads, reps=args.reps, warmup=args.warmup)
     pt_common = dict(common, channels_last=args.channels_last)
     with tempfile.TemporaryDirectory() as tmp:
@@ -329,18 +389,23 @@ def main(argv=None) -> int:
             for h, w in sizes:
                 ref_out = Path(tmp) / f"tf_{variant}_{h}x{w}.npy"
                 pt_out = Path(tmp) / f"pt_{variant}_{h}x{w}.npy"
-                # Alternate the two sides over rounds, so that a slow spell of the machine
+                ort_out = Path(tmp) / f"ort_{variant}_{h}x{w}.npy"
+                # Alternate the sides over rounds, so that a slow spell of the machine
                 # (shared VMs vary by tens of percent) does not land on one side only.
-                tf_res = {"times": [], "peak_rss_mb": 0.0}
-                pt_res = {"times": [], "peak_rss_mb": 0.0}
+                sides = [({"times": [], "peak_rss_mb": 0.0}, "tf",
+                          dict(checkpoint=prefix, save_output=ref_out, **common)),
+                         ({"times": [], "peak_rss_mb": 0.0}, "torch",
+                          dict(weights=weights, save_output=pt_out, **pt_common))]
+                if onnx_files:
+                    sides.append(({"times": [], "peak_rss_mb": 0.0}, "onnxruntime",
+                                  dict(weights=onnx_files[variant], save_output=ort_out,
+                                       **common)))
                 for _ in range(args.rounds):
-                    for res, kind, kw in ((tf_res, "tf", dict(checkpoint=prefix,
-                                                              save_output=ref_out, **common)),
-                                          (pt_res, "torch", dict(weights=weights,
-                                                                 save_output=pt_out, **pt_common))):
+                    for res, kind, kw in sides:
                         one = run_child(kind, variant=variant, height=h, width=w, **kw)
                         res["times"] += one["times"]
                         res["peak_rss_mb"] = max(res["peak_rss_mb"], one["peak_rss_mb"])
+                tf_res, pt_res = sides[0][0], sides[1][0]
                 mp = h * w / 1e6  # one RGB image (gray/lstm: its three planes)
                 import numpy as np
                 ref_arr, pt_arr = np.load(ref_out), np.load(pt_out)
@@ -352,12 +417,25 @@ def main(argv=None) -> int:
                 row["speedup_tf_over_srn_port"] = row["tf"]["median_s"] / row["srn_port"]["median_s"]
                 row["tf"]["megapixels_per_s"] = mp / row["tf"]["median_s"]
                 row["srn_port"]["megapixels_per_s"] = mp / row["srn_port"]["median_s"]
+                ort_text = ""
+                if onnx_files:
+                    ort_res = sides[2][0]
+                    row["onnxruntime"] = {
+                        **summarize(ort_res["times"]), "peak_rss_mb": ort_res["peak_rss_mb"],
+                        "megapixels_per_s": mp / statistics.median(ort_res["times"]),
+                        "max_abs_err_vs_tf": float(np.abs(ref_arr - np.load(ort_out)).max())}
+                    row["speedup_tf_over_onnxruntime"] = (row["tf"]["median_s"]
+                                                          / row["onnxruntime"]["median_s"])
+                    ort_text = (f"ONNX Runtime {row['onnxruntime']['median_s']:.3f}s ratio "
+                                f"{row['speedup_tf_over_onnxruntime']:.2f} ")
                 result["inference"].append(row)
                 print(f"{variant:5} {h}x{w}: TF {row['tf']['median_s']:.3f}s "
                       f"srn-port {row['srn_port']['median_s']:.3f}s "
-                      f"ratio {row['speedup_tf_over_srn_port']:.2f} "
+                      f"ratio {row['speedup_tf_over_srn_port']:.2f} {ort_text}"
                       f"RSS TF {row['tf']['peak_rss_mb']:.0f} MB / srn-port "
-                      f"{row['srn_port']['peak_rss_mb']:.0f} MB", flush=True)
+                      f"{row['srn_port']['peak_rss_mb']:.0f} MB"
+                      + (f" / ONNX Runtime {row['onnxruntime']['peak_rss_mb']:.0f} MB"
+                         if onnx_files else ""), flush=True)
                 for precision in precisions:
                     q_out = Path(tmp) / f"{precision}_{variant}_{h}x{w}.npy"
                     try:
@@ -439,18 +517,30 @@ def main(argv=None) -> int:
 
 def format_table(result: dict) -> str:
     m = result["machine"]
+    ort = any("onnxruntime" in r for r in result["inference"])  # all rows or none
+    head = ["variant", "size", "batch", "TF median s", "srn-port median s", "TF/srn-port"]
+    head += ["ONNX Runtime median s", "TF/ONNX Runtime"] if ort else []
+    head += ["srn-port MP/s", "TF peak RSS MB", "srn-port peak RSS MB"]
+    head += ["ONNX Runtime peak RSS MB"] if ort else []
+    head += ["max abs err"] + (["ONNX Runtime max abs err"] if ort else [])
     lines = [f"Machine: {m.get('cpu')} ({m.get('cpu_capability')}, bf16 instructions: "
              f"{'yes' if m.get('native_bf16') else 'no'}), {m.get('cores')} cores, "
-             f"threads={m['threads']} (both sides); torch {m.get('torch')}, "
-             f"TF {m.get('tensorflow', '?')}", "",
-             "| variant | size | batch | TF median s | srn-port median s | TF/srn-port | "
-             "srn-port MP/s | TF peak RSS MB | srn-port peak RSS MB | max abs err |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"threads={m['threads']} (every side); torch {m.get('torch')}, "
+             f"TF {m.get('tensorflow', '?')}"
+             + (f", ONNX Runtime {m.get('onnxruntime', '?')}" if ort else ""), "",
+             "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in result["inference"]:
-        lines.append(f"| {r['variant']} | {r['size']} | {r['batch']} | {r['tf']['median_s']:.3f} | "
-                     f"{r['srn_port']['median_s']:.3f} | {r['speedup_tf_over_srn_port']:.2f}x | "
-                     f"{r['srn_port']['megapixels_per_s']:.2f} | {r['tf']['peak_rss_mb']:.0f} | "
-                     f"{r['srn_port']['peak_rss_mb']:.0f} | {r['max_abs_err_vs_tf']:.1e} |")
+        o = r.get("onnxruntime")
+        cells = [r["variant"], r["size"], r["batch"], f"{r['tf']['median_s']:.3f}",
+                 f"{r['srn_port']['median_s']:.3f}", f"{r['speedup_tf_over_srn_port']:.2f}x"]
+        cells += [f"{o['median_s']:.3f}", f"{r['speedup_tf_over_onnxruntime']:.2f}x"] if o else []
+        cells += [f"{r['srn_port']['megapixels_per_s']:.2f}", f"{r['tf']['peak_rss_mb']:.0f}",
+                  f"{r['srn_port']['peak_rss_mb']:.0f}"]
+        cells += [f"{o['peak_rss_mb']:.0f}"] if o else []
+        cells += [f"{r['max_abs_err_vs_tf']:.1e}"] + ([f"{o['max_abs_err_vs_tf']:.1e}"] if o else [])
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    if result.get("onnxruntime_skipped"):
+        lines += ["", f"ONNX Runtime: skipped, {result['onnxruntime_skipped']}."]
     if result["precision"]:
         lines += ["", "| variant | size | precision | median s | TF/it | PSNR vs fp32 dB (peak = output range) |",
                   "|---|---|---|---|---|---|"]
