@@ -124,3 +124,39 @@ def test_two_torchrun_processes_split_the_inputs_and_give_the_same_files(tmp_pat
         assert res.stdout.count("5 file(s) deblurred, 1 failed") == 1, res.stdout
         outs[name] = {p.name: p.read_bytes() for p in out.iterdir()}
     assert outs["one"] == outs["two"] and len(outs["one"]) == 5
+
+
+@pytest.mark.parametrize("variant", ["color", "gray"])
+def test_batched_frames_equal_frames_one_at_a_time(tmp_path, variant):
+    """deblur_batch (the video path: --batch frames per network call) gives what
+    deblur_image gives frame by frame: the network is the same per sample; float32 round-off
+    of a batched convolution may move a rounding, so at most 1 level on a few pixels."""
+    from srn_port.api.deblur import deblur_batch, deblur_image
+    from srn_port.api.weights import load_model
+
+    out = tmp_path / f"{variant}.safetensors"
+    convert(write_srn_checkpoint(tmp_path / "c", SRNConfig(variant, 2)), out)
+    model = load_model(out)
+    frames = [np.random.default_rng(i).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+              for i in range(3)]
+    batched = deblur_batch(model, frames)
+    for frame, b in zip(frames, batched):
+        one = deblur_image(model, frame)
+        diff = np.abs(one.astype(int) - b.astype(int))
+        assert b.shape == frame.shape and b.dtype == np.uint8
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    with pytest.raises(ImageError, match="one shape"):
+        deblur_batch(model, [frames[0], frames[0][:32]])
+
+
+def test_video_batch_sizes_give_the_same_video(tmp_path, weights):
+    clip = make_clip(tmp_path / "clip.avi", frames=5, fourcc="MJPG")
+    videos = {}
+    for batch in (1, 2, 5):
+        res = run("deblur", weights, clip, "-o", tmp_path / f"b{batch}", "--batch", batch)
+        assert res.exit_code == 0, res.output
+        with Video(tmp_path / f"b{batch}" / "clip.avi") as v:
+            videos[batch] = np.stack(list(v))
+    assert videos[1].shape == (5, 48, 64, 3)
+    for batch in (2, 5):
+        assert np.abs(videos[batch].astype(int) - videos[1].astype(int)).max() <= 3  # MJPG

@@ -180,27 +180,33 @@ def _model_device(model) -> torch.device:
 
 def _run_network(model, x: np.ndarray, device: torch.device,
                  amp: Optional[torch.dtype]) -> np.ndarray:
-    """Last level output for ``x`` (H, W, C) float32, C = 1 or 3, H and W multiples of 16.
+    """Last level output for ``x`` (H, W, C) float32, C = 1 or 3, H and W multiples of 16."""
+    return _run_network_batch(model, x[None], device, amp)[0]
+
+
+def _run_network_batch(model, x: np.ndarray, device: torch.device,
+                       amp: Optional[torch.dtype]) -> np.ndarray:
+    """Last level output for the images ``x`` (N, H, W, C) float32 in one network call.
 
     Colour handling of the original: a color model takes RGB as one sample; gray and lstm
     models take the planes as a batch of 1-channel samples. A 1-plane input to a color
     model runs as three equal planes and the outputs are averaged.
     """
-    planes = x.shape[2]
-    t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))).to(device)
+    n, h, w, planes = x.shape
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
     if model.config.channels == 3:
-        batch = (t if planes == 3 else t.expand(3, -1, -1))[None]
+        batch = t if planes == 3 else t.expand(n, 3, h, w)
     else:
-        batch = t[:, None]  # the planes as a batch of gray images
+        batch = t.reshape(n * planes, 1, h, w)  # the planes as a batch of gray images
     if amp == torch.bfloat16:
         model, batch = _bf16_model(model), batch.to(torch.bfloat16)
     with _numerics(device, amp):
         y = model(batch)[-1].float()
     if model.config.channels == 3:
-        y = y[0] if planes == 3 else y[0].mean(dim=0, keepdim=True)
+        y = y if planes == 3 else y.mean(dim=1, keepdim=True)
     else:
-        y = y[:, 0]
-    return y.permute(1, 2, 0).cpu().numpy()
+        y = y.reshape(n, planes, h, w)
+    return y.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> Tuple[List[int], int]:
@@ -333,18 +339,38 @@ def _original(model, planes: np.ndarray, height: int, width: int, device, amp,
 def _full(model, planes: np.ndarray, tile: Optional[int], overlap: int, device, amp,
           progress: Optional[Progress]) -> np.ndarray:
     """Full resolution: pad to a multiple of 16, run (tiled or not), crop, round."""
-    h, w = planes.shape[:2]
-    max_value = MAX_VALUE[planes.dtype]
-    hp, wp = -(-h // SIZE_MULTIPLE) * SIZE_MULTIPLE, -(-w // SIZE_MULTIPLE) * SIZE_MULTIPLE
-    x = _to_unit_float(_pad_edge(planes, hp, wp), max_value)
     if tile is None:
-        y = _run_network(model, x, device, amp)
+        out = _full_batch(model, planes[None], device, amp)[0]
         if progress:
             progress(1, 1)
-    else:
-        y = _run_tiled(model, x, tile, overlap, device, amp, progress)
-    y = np.clip(y[:h, :w], np.float32(0.0), np.float32(1.0)) * np.float32(max_value)
-    return np.rint(y).astype(planes.dtype)
+        return out
+    h, w = planes.shape[:2]
+    max_value = MAX_VALUE[planes.dtype]
+    y = _run_tiled(model, _to_unit_float(_pad_to_multiple(planes), max_value), tile, overlap,
+                   device, amp, progress)
+    return _round(y[:h, :w], max_value, planes.dtype)
+
+
+def _pad_to_multiple(a: np.ndarray) -> np.ndarray:
+    """Edge-pad the last-but-one two axes (H, W of (..., H, W, C)) to multiples of 16."""
+    h, w = a.shape[-3:-1]
+    hp, wp = -(-h // SIZE_MULTIPLE) * SIZE_MULTIPLE, -(-w // SIZE_MULTIPLE) * SIZE_MULTIPLE
+    pad = [(0, 0)] * (a.ndim - 3) + [(0, hp - h), (0, wp - w), (0, 0)]
+    return np.pad(a, pad, mode="edge")
+
+
+def _round(y: np.ndarray, max_value: float, dtype) -> np.ndarray:
+    y = np.clip(y, np.float32(0.0), np.float32(1.0)) * np.float32(max_value)
+    return np.rint(y).astype(dtype)
+
+
+def _full_batch(model, planes: np.ndarray, device, amp) -> np.ndarray:
+    """:func:`_full` (untiled) of N same-sized images (N, H, W, C) in one network call."""
+    h, w = planes.shape[1:3]
+    max_value = MAX_VALUE[planes.dtype]
+    y = _run_network_batch(model, _to_unit_float(_pad_to_multiple(planes), max_value), device,
+                           amp)
+    return _round(y[:, :h, :w], max_value, planes.dtype)
 
 
 def default_overlap(tile: int) -> int:
@@ -455,3 +481,26 @@ def deblur_image(model, image: np.ndarray, mode: str = "full",
     if image.shape[2] == 4:
         return np.concatenate([out, image[:, :, 3:]], axis=2)
     return out
+
+
+def deblur_batch(model, images: Sequence[np.ndarray], precision: str = "fp32") -> List[np.ndarray]:
+    """:func:`deblur_image` with ``mode="full"`` (untiled) of several images of one shape and
+    dtype (video frames) in one network call; the same results as one image at a time
+    within float32 round-off of the batched convolutions (tests/test_video.py)."""
+    if not images:
+        return []
+    first = np.asarray(images[0])
+    if any(np.asarray(i).shape != first.shape or np.asarray(i).dtype != first.dtype
+           for i in images):
+        raise ImageError("a batch holds images of one shape and dtype; deblur the others "
+                         "one at a time.")
+    if len(images) == 1 or first.ndim != 3 or first.shape[2] != 3:
+        return [deblur_image(model, i, precision=precision) for i in images]
+    if first.dtype not in MAX_VALUE:
+        raise ImageError(f"expected uint8 or uint16 images, got {first.dtype}.")
+    dev = _model_device(model)
+    amp = autocast_dtype(precision, dev)
+    if amp is not None and not isinstance(model, SRN):
+        return [deblur_image(model, i, precision=precision) for i in images]
+    out = _full_batch(model, np.stack(images), dev, amp)
+    return list(out)

@@ -216,10 +216,12 @@ def check_pipeline(ctx, mode, height, width, tile, overlap, device, precision):
 @pipeline_options
 @click.option("--compare", is_flag=True,
               help="Also write NAME_compare.png: input | output side by side.")
+@click.option("--batch", type=click.IntRange(min=1), default=4,
+              help="Video frames per network call (--mode full without --tile).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.pass_context
 def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, device, precision,
-           compare, max_pixels, backend, force):
+           compare, max_pixels, backend, batch, force):
     """Deblur the images INPUT... (files and/or folders) with WEIGHTS into OUTDIR.
 
     WEIGHTS is a file written by `srn-port convert` or a TF checkpoint (folder or prefix).
@@ -260,7 +262,7 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
                            f"{exc.strerror or exc}. Choose an -o/--outdir you can write to.") from None
     try:
         mine = _run_jobs(model, jobs[rank::world], mode, height, width, tile, overlap, dev,
-                         precision, compare, max_pixels)
+                         precision, compare, max_pixels, batch)
         parts = gather(mine, world)
     finally:
         finish_distributed()
@@ -284,12 +286,12 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
 
 
 def _run_jobs(model, jobs, mode, height, width, tile, overlap, dev, precision, compare,
-              max_pixels=None):
+              max_pixels=None, batch=1):
     import torch
     from tqdm import tqdm
 
-    from ..api.deblur import (cpu_has_native_bf16, deblur_image, read_image, side_by_side,
-                              write_image)
+    from ..api.deblur import (cpu_has_native_bf16, deblur_batch, deblur_image, read_image,
+                              side_by_side, write_image)
 
     _quiet_opencv()
     failures: List[Path] = []
@@ -311,9 +313,15 @@ def _run_jobs(model, jobs, mode, height, width, tile, overlap, dev, precision, c
             if job.problem:
                 raise SrnPortError(job.problem)
             if is_video(job.source):
-                megapixels += _deblur_video(job, compare, max_pixels, lambda frame: deblur_image(
-                    model, frame, mode=mode, height=height, width=width, tile=tile,
-                    overlap=overlap, precision=precision))
+                if mode == "full" and tile is None:  # frames batched: one network call each
+                    def run(frames):
+                        return deblur_batch(model, frames, precision=precision)
+                else:
+                    def run(frames):
+                        return [deblur_image(model, f, mode=mode, height=height, width=width,
+                                             tile=tile, overlap=overlap, precision=precision)
+                                for f in frames]
+                megapixels += _deblur_video(job, compare, max_pixels, run, batch)
                 continue
             image = read_image(job.source, max_pixels=max_pixels)
             result = deblur_image(model, image, mode=mode, height=height, width=width,
@@ -342,9 +350,10 @@ def _run_jobs(model, jobs, mode, height, width, tile, overlap, dev, precision, c
     return failures, megapixels, time.perf_counter() - start
 
 
-def _deblur_video(job, compare: bool, max_pixels, deblur) -> float:
-    """Deblur a video frame by frame into ``job.output`` (same frame rate and size), then, with
-    ``compare``, write input | output side by side; returns the megapixels processed."""
+def _deblur_video(job, compare: bool, max_pixels, deblur, batch: int = 1) -> float:
+    """Deblur a video into ``job.output`` (same frame rate and size), ``batch`` frames per call
+    of ``deblur`` (a list of frames in, their results out), then, with ``compare``, write
+    input | output side by side; returns the megapixels processed."""
     from tqdm import tqdm
 
     from ..data.images import side_by_side
@@ -357,9 +366,16 @@ def _deblur_video(job, compare: bool, max_pixels, deblur) -> float:
                    file=sys.stderr)
 
         def frames():
+            chunk = []
             for frame in video:
-                yield deblur(frame)
-                bar.update(1)
+                chunk.append(frame)
+                if len(chunk) == batch:
+                    yield from deblur(chunk)
+                    bar.update(len(chunk))
+                    chunk = []
+            if chunk:
+                yield from deblur(chunk)
+                bar.update(len(chunk))
 
         try:
             n = write_video(job.output, frames(), video.fps, video.width, video.height)
