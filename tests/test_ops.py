@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from srn_port.nn.ops import (ConvTranspose2dSame, Conv2dSame, create_conv2d_same, pad_same,
-                          same_padding, tf_resize_bilinear)
+                          same_padding, tf_resize_bilinear, tf_resize_images)
 
 
 @pytest.mark.parametrize("size,kernel,stride,expected", [
@@ -113,6 +113,14 @@ def test_resize_same_size_returns_float32_unchanged():
     x = torch.arange(12, dtype=torch.float64).view(1, 1, 3, 4)
     y = tf_resize_bilinear(x, (3, 4))
     assert y.dtype == torch.float32 and torch.equal(y, x.float())
+
+
+def test_resize_images_skips_a_same_size_resize_in_any_dtype():
+    # TF1's resize_images returns its input at the same size: float64 stays float64 there
+    x = torch.rand(1, 2, 4, 4, dtype=torch.float64) / 3
+    assert tf_resize_images(x, (4, 4)) is x
+    y = tf_resize_images(x, (2, 2))
+    assert y.dtype == torch.float64 and torch.equal(y, tf_resize_bilinear(x, (2, 2)).double())
 
 
 def test_resize_half_pixel_negative_source_clamps_both_indices():

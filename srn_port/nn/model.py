@@ -23,7 +23,7 @@ from ..core.errors import SrnPortError
 from ..core.network import (EMULATIONS, FORGET_BIAS, KSIZE, LSTM_KSIZE, N_LEVELS,
                             OUTPUT_NODE, SIZE_MULTIPLE, STATE_NODE, Node, SRNConfig,
                             level_graph, level_size)
-from .ops import ConvTranspose2dSame, create_conv2d_same, tf_resize_bilinear
+from .ops import ConvTranspose2dSame, create_conv2d_same, tf_resize_images
 from .ops.conv import Conv2dSame
 
 class InputShapeError(SrnPortError, ValueError):
@@ -112,8 +112,9 @@ class SRN(nn.Module):
     def _resize(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         if "torch-resize" in self.emulate:
             return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        # TF's kernel computes in float32; a reduced-precision model gets its dtype back.
-        return tf_resize_bilinear(x, size).to(x.dtype)
+        # TF's kernel computes in float32; a reduced-precision model gets its dtype back, and
+        # a same-size resize is skipped (a float64 model keeps its input's float64 values).
+        return tf_resize_images(x, size)
 
     # -- graph evaluation --------------------------------------------------------------
     def node_names(self) -> Tuple[str, ...]:

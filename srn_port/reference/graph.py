@@ -48,11 +48,19 @@ def import_tf():
 def _resize_legacy(tf, x, size):
     # TF 1.4's tf.image.resize_images(method=0): bilinear, align_corners=False, legacy
     # (non half-pixel) sampling; skipped when the static size already matches.
-    return tf.compat.v1.image.resize_images(x, size, method=0)
+    out = tf.compat.v1.image.resize_images(x, size, method=0)
+    # ResizeBilinear's output is float32 whatever its input (its kernel interpolates in
+    # float32): a float64 graph gets its dtype back, as srn-port's model does. A float32
+    # graph has nothing to cast (no op is added).
+    return out if out.dtype == x.dtype else tf.cast(out, x.dtype)
 
 
 def build_generator(inputs, config: SRNConfig, record: Optional[dict] = None) -> list:
     """Build ``g_net`` on NHWC ``inputs`` (static shape) and return the 3 level outputs.
+
+    The variables take the dtype of ``inputs`` (float32 as in the original; float64 for the
+    float64 training comparison, where each bilinear resize, float32 in TF's kernel, is cast
+    back to float64).
 
     ``record``, if given, receives ``{(level, name): tensor}`` for every node named as in
     :func:`srn_port.core.network.level_graph`.
@@ -80,7 +88,8 @@ def build_generator(inputs, config: SRNConfig, record: Optional[dict] = None) ->
             return new_h, tf.concat([new_c, new_h], 3)
 
     if config.use_lstm:
-        rnn_state = tf.zeros([n, h // 4, w // 4, 2 * config.lstm_features])
+        rnn_state = tf.zeros([n, h // 4, w // 4, 2 * config.lstm_features],
+                             dtype=inputs.dtype.base_dtype)
     outputs = []
     with tf.compat.v1.variable_scope("g_net"):
         with slim.arg_scope([slim.conv2d, slim.conv2d_transpose], activation_fn=tf.nn.relu,

@@ -136,3 +136,15 @@ def tf_resize_bilinear(x: torch.Tensor, size: Sequence[int], align_corners: bool
     # exactly), without allocating a temporary per step.
     out = bottom.sub_(top).mul_(wy).add_(top)  # top + (bottom - top) * wy
     return out.permute(0, 3, 1, 2) if nhwc else out
+
+
+def tf_resize_images(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """TF1's ``tf.image.resize_images(x, size, method=0)``, the resize SRN-Deblur calls:
+    :func:`tf_resize_bilinear` with the result in ``x``'s dtype, and no resize at all where
+    the size already matches (TF skips the op there, so a float64 input keeps its float64
+    values; through the kernel it would be rounded to float32). For float32 and narrower
+    dtypes the two are the same values; sizes traced for export take the kernel path."""
+    h, w = x.shape[-2], x.shape[-1]
+    if len(size) == 2 and not _is_symbolic(h, w, *size) and h == size[0] and w == size[1]:
+        return x
+    return tf_resize_bilinear(x, size).to(x.dtype)
