@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from srn_port.data import synthetic
-from srn_port.core.network import SIZE_MULTIPLE, SRNConfig
+from srn_port.core.network import N_LEVELS, OUTPUT_NODE, SIZE_MULTIPLE, SRNConfig
 from srn_port.api.weights import as_state_dict
 from srn_port.core.convert import convert_checkpoint
 from srn_port.nn.model import SRN
@@ -38,6 +38,8 @@ from srn_port.nn.model import SRN
 #: Held-out seeds: the training data uses another stream, its validation set seed 1.
 EVAL_SEED = 2018
 EXAMPLE_SEED = 7
+#: The original repository's real blurry photos (no ground truth).
+PHOTOS = Path(__file__).resolve().parents[1] / "examples" / "photos"
 
 
 def to_planes(batch_nhwc: np.ndarray, config: SRNConfig) -> np.ndarray:
@@ -78,6 +80,78 @@ def run_port(state_dict, config: SRNConfig, x_nhwc: np.ndarray, chunk: int = 4) 
             x = torch.from_numpy(np.ascontiguousarray(planes[i:i + chunk].transpose(0, 3, 1, 2)))
             outs.append(model(x)[-1].numpy().transpose(0, 2, 3, 1))
     return from_planes(np.concatenate(outs), config)
+
+
+#: Ablations of the coarse stages: variables set to 0 (weights and biases).
+ABLATIONS = {"dec2_4 zeroed (quarter-resolution stage off)": ("dec2_4",),
+             "dec1_4 zeroed (half- and quarter-resolution stages off)": ("dec1_4",)}
+
+
+def level_contributions(state_dict, config: SRNConfig, x_nhwc: np.ndarray,
+                        sharp: np.ndarray) -> dict:
+    """Mean PSNR (8-bit) of srn-port's output with the coarse stages ablated, of the finest
+    pyramid level alone (fed [blur, blur], no coarser level), and of each level's own output
+    against the sharp image resized to it; plus how many 8-bit values each ablation moves."""
+    from srn_port.nn.ops import tf_resize_bilinear
+
+    full = synthetic.to_uint8(run_port(state_dict, config, x_nhwc))
+
+    def mean_psnr(out_u8):
+        return round(float(np.mean([synthetic.psnr(o, s) for o, s in zip(out_u8, sharp)])), 4)
+
+    result = {"full model": {"psnr": mean_psnr(full)}}
+    for label, prefixes in ABLATIONS.items():
+        sd = {k: (torch.zeros_like(v) if k.split(".")[0] in prefixes else v)
+              for k, v in state_dict.items()}
+        out = synthetic.to_uint8(run_port(sd, config, x_nhwc))
+        result[label] = {"psnr": mean_psnr(out),
+                         "values_changed": round(float((out != full).mean()), 6),
+                         "max_change": int(np.abs(out.astype(int) - full.astype(int)).max())}
+    model = SRN(config)
+    model.load_state_dict(state_dict, strict=True)
+    model.eval()
+    planes = to_planes(x_nhwc, config)
+    sharp_planes = to_planes(sharp.astype(np.float32) / 255.0, config)
+    levels = [[] for _ in range(3)]
+    finest = []
+    with torch.no_grad():
+        for i in range(0, len(planes), 4):
+            x = torch.from_numpy(np.ascontiguousarray(planes[i:i + 4].transpose(0, 3, 1, 2)))
+            y = torch.from_numpy(np.ascontiguousarray(
+                sharp_planes[i:i + 4].transpose(0, 3, 1, 2)))
+            for lvl, out in enumerate(model(x)):
+                ref = tf_resize_bilinear(y, out.shape[-2:]) if out.shape != y.shape else y
+                levels[lvl] += [float(((out.clamp(0, 1) - ref) ** 2).mean(dim=(1, 2, 3))[j])
+                                for j in range(len(x))]
+            if not config.use_lstm:  # the ConvLSTM would need a state from a coarser level
+                alone = model.run_level(N_LEVELS - 1, {"input": x, "prev_output": x})
+                finest.append(alone[OUTPUT_NODE].numpy().transpose(0, 2, 3, 1))
+    for lvl in range(3):
+        result[f"level {lvl} output vs sharp at its size"] = {
+            "psnr": round(float(np.mean([10 * np.log10(1 / m) for m in levels[lvl]])), 4)}
+    if finest:
+        out = synthetic.to_uint8(from_planes(np.concatenate(finest), config))
+        result["finest level alone (fed [blur, blur])"] = {"psnr": mean_psnr(out)}
+    return result
+
+
+def photo_sharpness(state_dict, config: SRNConfig, photos_dir: Path) -> dict:
+    """Real photos (no ground truth): mean Sobel gradient magnitude of srn-port's output over
+    the input's, per photo (> 1: sharper edges)."""
+    from srn_port.data.images import read_image
+
+    out = {}
+    for path in sorted(photos_dir.glob("*.png")):
+        img = read_image(path)[:, :, :3]
+        res = synthetic.to_uint8(run_port(state_dict, config,
+                                          img[None].astype(np.float32) / 255.0, chunk=1))[0]
+
+        def grad(a):
+            g = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float64)
+            return float(np.mean(np.hypot(cv2.Sobel(g, cv2.CV_64F, 1, 0),
+                                          cv2.Sobel(g, cv2.CV_64F, 0, 1))))
+        out[path.name] = round(grad(res) / grad(img), 4)
+    return out
 
 
 def _shown_path(path) -> str:
@@ -190,6 +264,10 @@ def main(checkpoint: Path, n_images, size, seed, photos, json_out, picture, pict
         "seconds": {"tf": round(tf_s, 2), "srn_port": round(port_s, 2)},
     }
 
+    state_dict = as_state_dict(conv.arrays)
+    result["level_contributions"] = level_contributions(state_dict, config, x, sharp)
+    result["photos_sharpness_ratio"] = photo_sharpness(state_dict, config, PHOTOS)
+
     if picture:
         lo = (size - crop) // 2
         win = (slice(lo, lo + crop), slice(lo, lo + crop))
@@ -237,6 +315,11 @@ def main(checkpoint: Path, n_images, size, seed, photos, json_out, picture, pict
     click.echo(f"  TF vs srn-port: max |err| {e['max_abs_err']:.2e} "
                f"(max |TF| {e['max_abs_tf']:.3f}),"
                f" {e['pixels_8bit_differing']} of {e['pixels_8bit_total']} 8-bit values differ")
+    for label, v in result["level_contributions"].items():
+        extra = (f" ({100 * v['values_changed']:.2f}% of 8-bit values move, by up to "
+                 f"{v['max_change']})" if "values_changed" in v else "")
+        click.echo(f"  {label}: {v['psnr']:.2f} dB{extra}")
+    click.echo(f"  real photos, output/input edge strength: {result['photos_sharpness_ratio']}")
     if "example" in result:
         click.echo(f"  example {example_size}: {result['example']['psnr_db']}")
 

@@ -70,21 +70,28 @@ RUN_FILE = "run.json"
 LOG_FILE = "log.jsonl"
 _RESUME_KEYS = ("variant", "width", "crop", "batch", "steps", "lr", "warmup", "seed", "init",
                 "min_length", "max_length", "max_noise", "photos", "val_seed", "val_n",
-                "val_size", "clip_lstm")
+                "val_size", "clip_lstm", "coarse_scale")
 
 
 INITS = ("xavier", "zero-res", "identity")
 #: Centre tap of a 5x5 kernel.
 _CENTRE = 2
-#: ``--init identity`` starts ``dec1_4`` (the coarse path's way into the finest stage) at this
-#: fraction of its Xavier value: small, so the start is close to copying the input, but never
-#: 0: dec1_4 is followed by a ReLU, and TF's ReluGrad passes ``grad * (y > 0)``, so a zero
-#: dec1_4 (weights and bias) gets exactly zero gradient at every step, and so does everything
-#: coarser behind it.
-COARSE_PATH_SCALE = 0.1
+#: ``--init identity``: ``dec1_4`` (the coarse stages' way into the finest one, a transposed
+#: conv followed by a ReLU, added to ``enc1_4``) starts at this multiple of its Xavier value in
+#: the feature channels the output does not read yet (c and up), and at 0 in the c channels
+#: that carry the copied input (0..c-1), so that at step 0 the coarse stages add nothing to
+#: the copy: measured, when they did (first at 0.1 x Xavier in every channel), the loss
+#: pushed ``dec1_4`` off (fewer and fewer positive pre-activations, then a dead ReLU).
+#: Never all 0: TF's ReluGrad passes ``grad * (y > 0)``, so a zero dec1_4 (weights and bias)
+#: gets exactly zero gradient at every step, and so does everything coarser behind it.
+COARSE_PATH_SCALE = 1.0
+#: ...and the copy channels of ``dec1_4`` start with this bias, so their ReLU is open (a
+#: gradient reaches their zero weights) while adding only 1e-3 (a quarter of an 8-bit level).
+COPY_CHANNEL_BIAS = 1e-3
 
 
-def start_value(name: str, value: np.ndarray, init: str, config: SRNConfig) -> Optional[np.ndarray]:
+def start_value(name: str, value: np.ndarray, init: str, config: SRNConfig,
+                coarse_scale: float = COARSE_PATH_SCALE) -> Optional[np.ndarray]:
     """The starting value of variable ``name`` for ``init``, given its Xavier/zero value from
     TF's initializer; None to keep that. The graph and the variables are the original's
     either way; only where Adam starts differs."""
@@ -104,8 +111,14 @@ def start_value(name: str, value: np.ndarray, init: str, config: SRNConfig) -> O
         value = np.zeros_like(value)
         value[_CENTRE, _CENTRE, np.arange(c), np.arange(c)] = 1
         return value
-    if name == "g_net/dec1_4/weights":  # the coarser stages start turned down, not off
-        return value * np.float32(COARSE_PATH_SCALE)
+    if name == "g_net/dec1_4/weights":  # kernel [k, k, out, in]: off the copy, on elsewhere
+        value = value * np.float32(coarse_scale)
+        value[:, :, :c, :] = 0
+        return value
+    if name == "g_net/dec1_4/biases":
+        value = value.copy()
+        value[:c] = COPY_CHANNEL_BIAS
+        return value
     return None
 
 
@@ -128,6 +141,7 @@ class RunConfig:
     val_size: int
     init: str = "xavier"
     clip_lstm: bool = False
+    coarse_scale: float = COARSE_PATH_SCALE
 
     @property
     def spec(self) -> synthetic.BlurSpec:
@@ -249,6 +263,11 @@ def cli():
               help="Starting weights: xavier (the original's), zero-res (every ResnetBlock "
                    "starts as the identity) or identity (the whole network starts close to "
                    "copying its blurry input; see the module docstring).")
+@click.option("--coarse-scale", type=click.FloatRange(min=0, min_open=True),
+              default=COARSE_PATH_SCALE, show_default=True,
+              help="--init identity: dec1_4 (the coarse stages' way into the finest) starts at "
+                   "this multiple of its Xavier value outside the copy channels (see "
+                   "COARSE_PATH_SCALE).")
 @click.option("--clip-lstm/--no-clip-lstm", default=False, show_default=True,
               help="Clip the ConvLSTM variables' gradients to global norm 3. The original code "
                    "defines this but its train() never enables it, so off by default.")
@@ -269,14 +288,14 @@ def cli():
               help="Stop (with a checkpoint) after this many steps of this invocation; for tests.")
 def train(out: Path, variant, width, crop, batch, steps, lr, warmup, seed, min_length,
           max_length, max_noise, photos, val_n, val_size, val_seed, val_every, save_every,
-          log_every, keep, threads, stop_after, init, clip_lstm):
+          log_every, keep, threads, stop_after, init, clip_lstm, coarse_scale):
     """Train (or resume) a run in --out."""
     for flag, value in (("--crop", crop), ("--val-size", val_size)):
         if value % SIZE_MULTIPLE:
             raise click.BadParameter(f"must be a multiple of {SIZE_MULTIPLE}, got {value}",
                                      param_hint=flag)
     run = RunConfig(variant, width, crop, batch, steps, lr, warmup, seed, min_length, max_length,
-                    max_noise, photos, val_seed, val_n, val_size, init, clip_lstm)
+                    max_noise, photos, val_seed, val_n, val_size, init, clip_lstm, coarse_scale)
     _check_resume(out, run)
     photo_list = synthetic.load_photos(synthetic.TRAIN_PHOTOS) if photos else ()
 
@@ -299,7 +318,8 @@ def train(out: Path, variant, width, crop, batch, steps, lr, warmup, seed, min_l
         else:
             sess.run(tf.compat.v1.global_variables_initializer())
             for var in tf.compat.v1.trainable_variables():
-                value = start_value(var.op.name, sess.run(var), init, SRNConfig(variant, width))
+                value = start_value(var.op.name, sess.run(var), init, SRNConfig(variant, width),
+                                    coarse_scale)
                 if value is not None:
                     var.load(value, sess)
         start = int(sess.run(g["global_step"]))
