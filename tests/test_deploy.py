@@ -84,6 +84,50 @@ def test_finest_only_and_pt2(tmp_path):
     assert res.exit_code == 1 and "--force" in res.output
 
 
+@pytest.mark.parametrize("variant", ["color", "lstm"])
+def test_deblur_and_evaluate_run_exported_files(tmp_path, onnx_files, variant):
+    """deblur/evaluate with an .onnx (ONNX Runtime) or a .pt2 (torch.export) as WEIGHTS: the
+    same pipeline, 8-bit outputs within 1 level of the eager model's, the same scores."""
+    import csv
+
+    from srn_port.data import synthetic
+    from srn_port.data.images import encode_image, read_image
+
+    weights = GOLDEN / "ckpt" / variant
+    pt2 = tmp_path / "m.pt2"
+    assert CliRunner().invoke(cli, ["export", str(weights), str(pt2), "--finest-only"]
+                              ).exit_code == 0
+    data = tmp_path / "data" / "scene"
+    for sub in ("blur", "sharp"):
+        (data / sub).mkdir(parents=True)
+    for i in range(2):
+        blur, sharp = synthetic.held_out_set(1, 40, 56, seed=i, photos=False)[0]
+        (data / "blur" / f"{i}.png").write_bytes(encode_image(blur, ".png"))
+        (data / "sharp" / f"{i}.png").write_bytes(encode_image(sharp, ".png"))
+    outs, scores = {}, {}
+    for name, w in (("torch", weights), ("onnx", onnx_files[variant]), ("pt2", pt2)):
+        res = CliRunner().invoke(cli, ["deblur", str(w), str(data / "blur"), "-o",
+                                       str(tmp_path / name)])
+        assert res.exit_code == 0, res.output
+        outs[name] = [read_image(tmp_path / name / f"{i}.png").astype(int) for i in range(2)]
+        res = CliRunner().invoke(cli, ["evaluate", str(w), str(data.parent), "--csv",
+                                       str(tmp_path / f"{name}.csv")])
+        assert res.exit_code == 0, res.output
+        with open(tmp_path / f"{name}.csv", newline="") as f:
+            scores[name] = [float(r["psnr"]) for r in csv.DictReader(f)]
+    assert "onnxruntime" in res.output or name == "pt2"
+    for name in ("onnx", "pt2"):
+        for a, b in zip(outs[name], outs["torch"]):
+            assert np.abs(a - b).max() <= 1
+        assert scores[name] == pytest.approx(scores["torch"], abs=0.05)
+    res = CliRunner().invoke(cli, ["deblur", str(onnx_files[variant]), str(data / "blur"),
+                                   "--backend", "torch", "-o", str(tmp_path / "x")])
+    assert res.exit_code == 1 and "backend 'onnxruntime'" in res.output
+    res = CliRunner().invoke(cli, ["evaluate", str(weights), str(data.parent),
+                                   "--backend", "onnxruntime"])
+    assert res.exit_code == 1 and "srn-port export" in res.output
+
+
 def test_bad_exports_and_foreign_onnx_files(tmp_path):
     import onnx
     from onnx import TensorProto, helper
