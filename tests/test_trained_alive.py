@@ -8,10 +8,9 @@ example gets a non-zero gradient under the original training loss on held-out pa
 coarse path measurably changes the output, and both checks of srn_port.core/nn.liveness (the
 gradient one and the static one that `srn-port inspect` prints) flag a zeroed ReLU layer.
 
-The committed example is still that first checkpoint (no retrained one met the issue's
-bar yet: examples/trained/README.md, "Known defect"), so the four tests about it are strict
-xfails: they fail on it today and turn into errors (XPASS) once an alive example replaces
-it, so that whoever commits that checkpoint removes the marks.
+The committed example is now the retrained checkpoint (examples/trained/README.md): every
+test here passes on it; on the first checkpoint the four about the committed example failed
+(they were strict xfails until it was replaced).
 """
 
 from __future__ import annotations
@@ -46,9 +45,6 @@ COARSE_PREFIXES = ("enc2_", "enc3_", "dec3_", "dec2_", "dec1_4.")
 #: step-500 attempt of examples/trained/issue14_attempts/lr3e-4_500steps.
 ABLATION_SEED, ABLATION_IMAGES, ABLATION_SIZE = 98, 3, 96
 MIN_ABLATION_SHIFT = 0.1
-#: The committed example is the first checkpoint, dead beyond dec1_4 (see the docstring).
-ISSUE_14_OPEN = pytest.mark.xfail(
-    strict=True, reason="issue 14: the committed example's dec1_4 is 0, its coarse path dead")
 
 
 def _batch(pairs, index):
@@ -80,7 +76,6 @@ def _zeroed(arrays, layer, bias=0.0):
     return out
 
 
-@ISSUE_14_OPEN
 def test_every_variable_gets_a_gradient(conversion, pairs, one_torch_thread):
     model = _model(conversion.arrays, conversion.config)
     dead = dead_variables(model, *pairs)
@@ -97,7 +92,6 @@ def test_zeroed_dec1_4_kills_the_coarse_path(conversion, pairs, one_torch_thread
     assert (len(dead), len(conversion.arrays)) == (56, 84)
 
 
-@ISSUE_14_OPEN
 def test_coarse_path_changes_the_output(conversion, one_torch_thread):
     ps = synthetic.held_out_set(ABLATION_IMAGES, ABLATION_SIZE, seed=ABLATION_SEED, photos=False)
     x = _batch(ps, 0)
@@ -111,7 +105,6 @@ def test_coarse_path_changes_the_output(conversion, one_torch_thread):
         f"should contribute at least {MIN_ABLATION_SHIFT}")
 
 
-@ISSUE_14_OPEN
 def test_static_check_on_the_committed_example(conversion):
     assert zero_relu_layers(conversion.arrays) == []
 
@@ -160,15 +153,6 @@ def test_inspect_warns_of_a_dead_layer(tmp_path):
     assert len(warnings) == 1 and warnings[0].startswith("warning: dec1_4: all 4 output channels")
 
 
-def test_inspect_warns_on_the_committed_example():
-    # what `srn-port inspect` says about the first example (dec1_4 all 0)
-    result = CliRunner().invoke(cli, ["inspect", str(CHECKPOINT_DIR)])
-    assert result.exit_code == 0, result.output
-    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and warnings[0].startswith("warning: dec1_4: all 8 output channels")
-
-
-@ISSUE_14_OPEN
 def test_inspect_is_quiet_on_the_committed_example():
     result = CliRunner().invoke(cli, ["inspect", str(CHECKPOINT_DIR)])
     assert result.exit_code == 0, result.output

@@ -28,11 +28,12 @@ EXPECTED = SRNConfig("color", 8)
 TEST_SEED = 99
 TEST_IMAGES, TEST_SIZE = 3, 96
 #: Mean PSNR gain over the blurry input on those 3 images, measured when the checkpoint was
-#: committed (step 5000): 1.14 dB (per image 0.60, 2.31, 0.51). The threshold is well below
+#: committed (step 3000, the retrained example of issue 14): 0.95 dB (per image 0.73, 1.69,
+#: 0.43); the first example (step 5000) gave 1.14 dB. The threshold is well below
 #: it, because 3 small images are a noisy sample and the test is about "trained and mapped
 #: right", not about the exact number; but it is far above 0: weights that were not trained,
 #: or were mapped wrongly, leave the picture as blurry or make it worse.
-MEASURED_GAIN_DB = 1.14
+MEASURED_GAIN_DB = 0.95
 MIN_GAIN_DB = 0.3
 
 

@@ -113,6 +113,7 @@ def level_contributions(state_dict, config: SRNConfig, x_nhwc: np.ndarray,
     planes = to_planes(x_nhwc, config)
     sharp_planes = to_planes(sharp.astype(np.float32) / 255.0, config)
     levels = [[] for _ in range(3)]
+    blurry_levels = [[] for _ in range(3)]
     finest = []
     with torch.no_grad():
         for i in range(0, len(planes), 4):
@@ -123,12 +124,17 @@ def level_contributions(state_dict, config: SRNConfig, x_nhwc: np.ndarray,
                 ref = tf_resize_bilinear(y, out.shape[-2:]) if out.shape != y.shape else y
                 levels[lvl] += [float(((out.clamp(0, 1) - ref) ** 2).mean(dim=(1, 2, 3))[j])
                                 for j in range(len(x))]
+                xb = tf_resize_bilinear(x, out.shape[-2:]) if out.shape != x.shape else x
+                blurry_levels[lvl] += [float(((xb - ref) ** 2).mean(dim=(1, 2, 3))[j])
+                                       for j in range(len(x))]
             if not config.use_lstm:  # the ConvLSTM would need a state from a coarser level
                 alone = model.run_level(N_LEVELS - 1, {"input": x, "prev_output": x})
                 finest.append(alone[OUTPUT_NODE].numpy().transpose(0, 2, 3, 1))
     for lvl in range(3):
         result[f"level {lvl} output vs sharp at its size"] = {
-            "psnr": round(float(np.mean([10 * np.log10(1 / m) for m in levels[lvl]])), 4)}
+            "psnr": round(float(np.mean([10 * np.log10(1 / m) for m in levels[lvl]])), 4),
+            "blurry_psnr": round(float(np.mean([10 * np.log10(1 / m)
+                                                for m in blurry_levels[lvl]])), 4)}
     if finest:
         out = synthetic.to_uint8(from_planes(np.concatenate(finest), config))
         result["finest level alone (fed [blur, blur])"] = {"psnr": mean_psnr(out)}
@@ -317,7 +323,9 @@ def main(checkpoint: Path, n_images, size, seed, photos, json_out, picture, pict
                f" {e['pixels_8bit_differing']} of {e['pixels_8bit_total']} 8-bit values differ")
     for label, v in result["level_contributions"].items():
         extra = (f" ({100 * v['values_changed']:.2f}% of 8-bit values move, by up to "
-                 f"{v['max_change']})" if "values_changed" in v else "")
+                 f"{v['max_change']})" if "values_changed" in v else
+                 f" (blurry input at that size {v['blurry_psnr']:.2f} dB)"
+                 if "blurry_psnr" in v else "")
         click.echo(f"  {label}: {v['psnr']:.2f} dB{extra}")
     click.echo(f"  real photos, output/input edge strength: {result['photos_sharpness_ratio']}")
     if "example" in result:
