@@ -65,6 +65,19 @@ def test_loss_and_every_gradient_equal_tf(tf_checkpoints, variant):
     print(f"{variant}: loss {loss.item():.6g} (TF {loss_tf:.6g}), worst gradient {worst:.1e}")
 
 
+def _tfadam_steps(init, grads, rates):
+    """TFAdam from ``init`` fed ``grads`` at learning rates ``rates``: (params, optimizer)."""
+    params = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in init.items()}
+    opt = TFAdam(params.values(), lr=1e-4)
+    for g, rate in zip(grads, rates):
+        for k, p in params.items():
+            p.grad = torch.from_numpy(g[k])
+        for group in opt.param_groups:
+            group["lr"] = rate
+        opt.step()
+    return params, opt
+
+
 def test_tf_adam_follows_tf_adam_optimizer_for_20_steps():
     from srn_port.reference.training import tf_adam_steps, tf_polynomial_decay_values
 
@@ -79,14 +92,7 @@ def test_tf_adam_follows_tf_adam_optimizer_for_20_steps():
     for ours, theirs in zip(rates, tf_polynomial_decay_values(list(range(steps)), 1e-4, steps)):
         assert within(abs(ours - theirs), theirs, TOLERANCES["optimizer"])
     ref = tf_adam_steps(init, grads, rates)
-    params = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in init.items()}
-    opt = TFAdam(params.values(), lr=1e-4)
-    for g, rate in zip(grads, rates):
-        for k, p in params.items():
-            p.grad = torch.from_numpy(g[k])
-        for group in opt.param_groups:
-            group["lr"] = rate
-        opt.step()
+    params, opt = _tfadam_steps(init, grads, rates)
     tol = TOLERANCES["optimizer"]
     for k, p in params.items():
         w = p.detach().numpy()
@@ -192,14 +198,7 @@ def test_tf_adam_in_float64_follows_tf_adam_optimizer():
     rates = [tf_polynomial_decay(s, 1e-4, 20) for s in range(20)]
     ref = tf_adam_steps(init, grads, rates)
     assert ref["g_net/a/weights"].dtype == np.float64 and ref["beta1_power"].dtype == np.float32
-    params = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in init.items()}
-    opt = TFAdam(params.values(), lr=1e-4)
-    for g, rate in zip(grads, rates):
-        for k, p in params.items():
-            p.grad = torch.from_numpy(g[k])
-        for group in opt.param_groups:
-            group["lr"] = rate
-        opt.step()
+    params, opt = _tfadam_steps(init, grads, rates)
     for k, p in params.items():  # measured: one ulp in a few weights (5.6e-20 of max |w|)
         w = p.detach().numpy()
         assert within(float(np.abs(w - ref[k]).max()), float(np.abs(ref[k]).max()),
