@@ -25,6 +25,11 @@ from ..core.network import (EMULATIONS, FORGET_BIAS, KSIZE, LSTM_KSIZE, N_LEVELS
                             level_graph, level_size)
 from .ops import ConvTranspose2dSame, create_conv2d_same, tf_resize_images
 from .ops.conv import Conv2dSame
+from .pool import ActivationPool, conv_into, fused_conv_available
+
+#: Ops whose output is a new tensor that no other tensor shares (so a later node may write
+#: into it once it is dead). resize may return its input, lstm_h is a view of the state.
+_FRESH_OPS = frozenset({"conv", "conv_linear", "resblock", "deconv", "add", "concat"})
 
 class InputShapeError(SrnPortError, ValueError):
     """The input tensor does not have a shape the network accepts."""
@@ -42,6 +47,16 @@ class ResnetBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv2(F.relu(self.conv1(x), inplace=True))
         out += x  # in place on conv2's fresh output: one allocation less per block
+        return out
+
+    def forward_pooled(self, pool: ActivationPool, x: torch.Tensor,
+                       overwrite_input: bool) -> torch.Tensor:
+        """The same block with its activations in ``pool``: conv2's sum with the input is
+        done by the convolution, into the input's buffer when it may be overwritten."""
+        h = conv_into(pool, self.conv1, x, relu=True)
+        into = x if overwrite_input else pool.take(tuple(x.shape)).copy_(x)
+        out = conv_into(pool, self.conv2, h, relu=False, into=into)
+        pool.give(h)
         return out
 
 
@@ -64,6 +79,27 @@ class ConvLSTMCell(nn.Module):
         new_h = torch.tanh(new_c) * torch.sigmoid(o)
         return torch.cat([new_c, new_h], dim=1)
 
+    def forward_pooled(self, pool: ActivationPool, x: torch.Tensor,
+                       state: torch.Tensor) -> torch.Tensor:
+        """The same step with the gates and temporaries in ``pool``: the same elementwise
+        operations in the same order, written into pooled buffers; the new state is a
+        tensor of its own (it is returned and fed to the next level)."""
+        c, h = torch.split(state, self.features, dim=1)
+        xh = torch.cat([x, h], dim=1)
+        gates = conv_into(pool, self.LSTM_conv, xh, relu=False)
+        del xh
+        i, j, f, o = torch.split(gates, self.features, dim=1)
+        a, b, t = (pool.take(tuple(c.shape)) for _ in range(3))
+        torch.sigmoid(torch.add(f, FORGET_BIAS, out=a), out=a)
+        torch.mul(c, a, out=a)                                  # c * sigmoid(f + 1)
+        torch.mul(torch.sigmoid(i, out=b), torch.tanh(j, out=t), out=b)
+        new_c = torch.add(a, b, out=a)
+        new_h = torch.mul(torch.tanh(new_c, out=t), torch.sigmoid(o, out=b), out=t)
+        out = torch.cat([new_c, new_h], dim=1)
+        for buf in (a, b, t, gates):
+            pool.give(buf)
+        return out
+
 
 Capture = Callable[[int, str, torch.Tensor], None]
 
@@ -83,7 +119,10 @@ class SRN(nn.Module):
             if node.parametric:
                 setattr(self, node.module, _make_layer(node))
         self._free_after = _liveness(self.graph)
+        self._overwritable = _overwritable_first_input(self.graph, self._free_after)
         self.memory_format = torch.contiguous_format
+        #: Reuse activation memory in inference where oneDNN allows (see ``nn.pool``).
+        self.reuse_buffers = True
         self.emulate: Tuple[str, ...] = ()
         self.set_emulation(emulate)
 
@@ -144,22 +183,61 @@ class SRN(nn.Module):
             return module(args[0])
         raise AssertionError(f"unknown op {op!r}")
 
+    def _apply_pooled(self, node: Node, args: Sequence[torch.Tensor], size: Tuple[int, int],
+                      pool: ActivationPool, overwrite: bool) -> torch.Tensor:
+        """``apply_node`` with the convolutions' outputs in ``pool`` (same arithmetic).
+        ``overwrite``: the first input dies here and nothing else shares its memory."""
+        op = node.op
+        if op in ("conv", "conv_linear") and node.name != OUTPUT_NODE:
+            return conv_into(pool, getattr(self, node.module), args[0], relu=op == "conv")
+        if op == "resblock":
+            return getattr(self, node.module).forward_pooled(pool, args[0], overwrite)
+        if op == "add" and overwrite:
+            return args[0].add_(args[1])
+        if op == "lstm":
+            # Its concat and state are new tensors beside the gates: without the free
+            # buffers of the encoder held meanwhile, peak memory stays the plain forward's.
+            pool.release()
+            return self.convLSTM.forward_pooled(pool, args[0], args[1])
+        if op == "deconv":  # a new tensor of the largest size so far in the decoder
+            pool.release()
+        # The level's output stays outside the pool: it is returned to the caller.
+        return self.apply_node(node, args, size)
+
+    def use_pool(self, x: torch.Tensor, capture: Optional[Capture] = None) -> bool:
+        """Whether a forward on ``x`` reuses activation memory (see ``nn.pool``)."""
+        return (self.reuse_buffers and capture is None and not self.emulate
+                and not torch.is_grad_enabled() and type(x) is torch.Tensor
+                and x.device.type == "cpu" and x.dtype == torch.float32
+                and self.memory_format == torch.channels_last
+                and not torch.jit.is_tracing() and not torch.jit.is_scripting()
+                and not torch.compiler.is_compiling() and fused_conv_available())
+
     def run_level(self, level: int, feeds: Mapping[str, torch.Tensor],
-                  capture: Optional[Capture] = None) -> Dict[str, torch.Tensor]:
+                  capture: Optional[Capture] = None,
+                  pool: Optional[ActivationPool] = None) -> Dict[str, torch.Tensor]:
         """Evaluate one pyramid level from its feeds; returns the output and the state.
 
         Tensors are dropped as soon as no later node needs them, so peak memory is that of
-        the live activations only. ``capture(level, name, tensor)`` sees every node.
+        the live activations only; with ``pool`` their memory goes to the next convolution.
+        ``capture(level, name, tensor)`` sees every node.
         """
         size = level_size(feeds["input"].shape[-2], feeds["input"].shape[-1], level)
         env: Dict[str, torch.Tensor] = dict(feeds)
-        for node, free in zip(self.graph, self._free_after):
-            out = self.apply_node(node, [env[i] for i in node.inputs], size)
+        for node, free, overwrite in zip(self.graph, self._free_after, self._overwritable):
+            args = [env[i] for i in node.inputs]
+            if pool is None:
+                out = self.apply_node(node, args, size)
+            else:
+                out = self._apply_pooled(node, args, size, pool, overwrite)
+            del args
             env[node.name] = out
             if capture is not None:
                 capture(level, node.name, out)
             for name in free:
-                env.pop(name, None)
+                dead = env.pop(name, None)
+                if pool is not None and dead is not None:
+                    pool.give(dead, live=env.values())
         return {k: env[k] for k in (OUTPUT_NODE, STATE_NODE) if k in env}
 
     def initial_state(self, x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -189,10 +267,11 @@ class SRN(nn.Module):
         x = x.contiguous(memory_format=self.memory_format)
         outputs: List[torch.Tensor] = []
         feeds = {"input": x, "prev_output": x, "prev_state": self.initial_state(x)}
+        pool = ActivationPool() if self.use_pool(x, capture) else None
         for level in range(N_LEVELS):
             if feeds["prev_state"] is None:
                 del feeds["prev_state"]
-            result = self.run_level(level, feeds, capture)
+            result = self.run_level(level, feeds, capture, pool)
             outputs.append(result[OUTPUT_NODE])
             # The original feeds the previous prediction through tf.stop_gradient: in
             # training no gradient flows from a level into the ones before it that way.
@@ -230,6 +309,16 @@ def _liveness(graph: Sequence[Node]) -> List[Tuple[str, ...]]:
         if node.name not in last_use and node.name not in keep:
             free[idx].append(node.name)
     return [tuple(f) for f in free]
+
+
+def _overwritable_first_input(graph: Sequence[Node],
+                               free_after: Sequence[Tuple[str, ...]]) -> List[bool]:
+    """For each node, whether its first input may be overwritten by it: made by a node of
+    the graph as a new tensor (not a feed, not a view) and dead after this node."""
+    fresh = {n.name for n in graph if n.op in _FRESH_OPS}
+    return [bool(node.inputs) and node.inputs[0] in fresh and node.inputs[0] in free
+            and node.inputs[0] not in node.inputs[1:]
+            for node, free in zip(graph, free_after)]
 
 
 def capture_activations(model: SRN, x: torch.Tensor,
