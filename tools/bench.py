@@ -7,7 +7,11 @@ inflate the other's peak RSS), with the same thread count on every side:
 * inference: the TF reference graph (steady-state ``session.run`` after warm-up) and
   srn-port (eager PyTorch, steady state) on the same full-width checkpoint and the same
   input, per variant and size (gray/lstm run the three-plane batch, as in use);
-  minimum and median seconds, ratio TF/srn-port, megapixels per second, peak RSS;
+  minimum and median seconds, ratio TF/srn-port, megapixels per second, peak RSS, and
+  per timed forward the minor page faults and system CPU seconds (fresh memory the kernel
+  maps and zeroes); whether TF ran its oneDNN kernels and pool (TF decides from the CPU
+  kind; ``--tf-onednn on|off`` forces it); ``--compare-reuse`` adds srn-port with
+  activation-buffer reuse off (``srn_port/nn/pool.py``) as a further side;
   and ONNX Runtime on the model exported once to ``<work-dir>/<variant>.onnx``
   (``intra_op_num_threads`` = ``--threads``, sequential execution), ratio TF/ONNX Runtime;
   skipped with a note when onnxruntime (the [onnx] extra) is not installed;
@@ -70,6 +74,27 @@ def _input(variant: str, h: int, w: int):
 # -- child processes ---------------------------------------------------------------------
 
 
+def _timed(run, warmup: int, reps: int) -> dict:
+    """Steady-state timings of ``run()`` after ``warmup`` calls, with each timed call's
+    minor page faults and system CPU seconds (getrusage of this process): fresh memory
+    that the kernel maps and zeroes shows up there, not in the kernels' own time."""
+    out, times, faults, sys_s = None, [], [], []
+    for i in range(warmup + reps):
+        r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        out = run()
+        dt, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
+        if i >= warmup:
+            times.append(dt)
+            faults.append(r1.ru_minflt - r0.ru_minflt)
+            sys_s.append(r1.ru_stime - r0.ru_stime)
+    return {"out": out, "times": times, "faults": faults, "sys_s": sys_s,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def _result(timed: dict, **extra) -> dict:
+    return {k: v for k, v in timed.items() if k != "out"} | extra
+
+
 def child_tf(args) -> dict:
     import numpy as np
 
@@ -79,15 +104,21 @@ def child_tf(args) -> dict:
     x = _input(args.variant, args.height, args.width)
     cfg = SRNConfig(args.variant, 32)
     ref = ReferenceModel(args.checkpoint, cfg, x.shape, threads=args.threads, record=False)
-    times = []
-    for i in range(args.warmup + args.reps):
-        t = time.perf_counter()
-        out = ref.sess.run(ref.outputs[-1], feed_dict={ref.inputs: x})
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t)
+    timed = _timed(lambda: ref.sess.run(ref.outputs[-1], feed_dict={ref.inputs: x}),
+                   args.warmup, args.reps)
     if args.save_output:
-        np.save(args.save_output, out)
-    return {"times": times, "peak_rss_mb": _peak_rss_mb()}
+        np.save(args.save_output, timed["out"])
+    return _result(timed, onednn=_tf_onednn())
+
+
+def _tf_onednn() -> bool:
+    """Whether TF runs its oneDNN kernels (and allocator); TF decides from the CPU kind
+    unless TF_ENABLE_ONEDNN_OPTS says."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return False
 
 
 def child_torch(args) -> dict:
@@ -101,23 +132,21 @@ def child_torch(args) -> dict:
     torch.set_num_threads(args.threads)
     x_np = _input(args.variant, args.height, args.width)
     model = load_model(args.weights, channels_last=bool(args.channels_last))
+    model.reuse_buffers = bool(args.reuse_buffers)
     x = torch.from_numpy(x_np).permute(0, 3, 1, 2)
     amp = None
     if args.precision == "bf16":  # as `srn-port deblur --precision bf16`: a bf16 model
         model, x = model.to(torch.bfloat16), x.to(torch.bfloat16)
     elif args.precision == "fp16":  # as deblur: autocast (fp16 lacks bf16's range)
         amp = torch.float16
-    times = []
     with torch.inference_mode(), (torch.autocast("cpu", dtype=amp) if amp
                                   else contextlib.nullcontext()):
-        for i in range(args.warmup + args.reps):
-            t = time.perf_counter()
-            out = model(x)[-1]
-            if i >= args.warmup:
-                times.append(time.perf_counter() - t)
+        timed = _timed(lambda: model(x)[-1], args.warmup, args.reps)
+        pooled = model.use_pool(x.contiguous(memory_format=model.memory_format))
     if args.save_output:
-        np.save(args.save_output, out.float().permute(0, 2, 3, 1).contiguous().numpy())
-    return {"times": times, "peak_rss_mb": _peak_rss_mb()}
+        np.save(args.save_output,
+                timed["out"].float().permute(0, 2, 3, 1).contiguous().numpy())
+    return _result(timed, reuse_buffers=pooled)
 
 
 def child_onnxruntime(args) -> dict:
@@ -133,15 +162,10 @@ def child_onnxruntime(args) -> dict:
     finest = session.get_outputs()[-1].name
     feed = {session.get_inputs()[0].name: np.ascontiguousarray(
         _input(args.variant, args.height, args.width).transpose(0, 3, 1, 2))}
-    times = []
-    for i in range(args.warmup + args.reps):
-        t = time.perf_counter()
-        (out,) = session.run([finest], feed)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t)
+    timed = _timed(lambda: session.run([finest], feed)[0], args.warmup, args.reps)
     if args.save_output:
-        np.save(args.save_output, np.ascontiguousarray(out.transpose(0, 2, 3, 1)))
-    return {"times": times, "peak_rss_mb": _peak_rss_mb()}
+        np.save(args.save_output, np.ascontiguousarray(timed["out"].transpose(0, 2, 3, 1)))
+    return _result(timed)
 
 
 def child_tf_load(args) -> dict:
@@ -201,12 +225,12 @@ CHILDREN = {"tf": child_tf, "torch": child_torch, "onnxruntime": child_onnxrunti
             "torch-train": child_torch_train}
 
 
-def run_child(kind: str, **kw) -> dict:
+def run_child(kind: str, env_extra=None, **kw) -> dict:
     cmd = [sys.executable, __file__, "--child", kind]
     for key, value in kw.items():
         if value is not None:
             cmd += [f"--{key.replace('_', '-')}", str(value)]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env_extra or {}))
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise RuntimeError(f"child {kind} failed:\n{res.stderr[-3000:]}")
@@ -314,6 +338,12 @@ def summarize(times) -> dict:
     return {"min_s": min(times), "median_s": statistics.median(times), "reps": len(times)}
 
 
+def summarize_side(res: dict) -> dict:
+    """Times, and per timed forward the median minor page faults and system CPU seconds."""
+    return {**summarize(res["times"]), "peak_rss_mb": res["peak_rss_mb"],
+            "faults": statistics.median(res["faults"]), "sys_s": statistics.median(res["sys_s"])}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=os.cpu_count())
@@ -328,6 +358,13 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--skip-conversion", action="store_true")
     p.add_argument("--skip-inference", action="store_true")
+    p.add_argument("--tf-onednn", choices=("default", "on", "off"), default="default",
+                   help="TF side: TF's own choice for this CPU (default; on for CPUs with "
+                        "AVX-512 VNNI/BF16 or AMX, off elsewhere), or forced through "
+                        "TF_ENABLE_ONEDNN_OPTS")
+    p.add_argument("--no-onnxruntime", action="store_true", help="skip the ONNX Runtime column")
+    p.add_argument("--compare-reuse", action="store_true",
+                   help="also run srn-port with activation-buffer reuse off (fp32)")
     p.add_argument("--train", default="",
                    help="also time training steps at BATCHxSIZE, e.g. 4x128 (default: off)")
     # child-process options
@@ -340,6 +377,7 @@ def main(argv=None) -> int:
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--save-output", help=argparse.SUPPRESS)
+    p.add_argument("--reuse-buffers", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--channels-last", type=int, default=1,
                    help="srn-port side: NHWC layout (1, default) or NCHW (0)")
     args = p.parse_args(argv)
@@ -360,8 +398,8 @@ def main(argv=None) -> int:
         precisions.remove("bf16")
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
-    result = {"machine": machine_info(args.threads), "inference": [], "precision": [],
-              "conversion": None}
+    result = {"machine": {**machine_info(args.threads), "tf_onednn": args.tf_onednn},
+              "inference": [], "precision": [], "conversion": None}
     print(f"machine: {result['machine']}")
 
     ckpts = {}
@@ -375,7 +413,7 @@ def main(argv=None) -> int:
         ckpts[variant] = (folder / "deblur.model-523000", weights)
 
     onnx_files = None
-    if not args.skip_inference:
+    if not (args.skip_inference or args.no_onnxruntime):
         onnx_files, why = onnx_exports(variants, ckpts, work)
         if why:
             result["onnxruntime_skipped"] = why
@@ -383,6 +421,8 @@ def main(argv=None) -> int:
 
     common = dict(threads=args.threads, reps=args.reps, warmup=args.warmup)
     pt_common = dict(common, channels_last=args.channels_last)
+    tf_env = {} if args.tf_onednn == "default" else {
+        "TF_ENABLE_ONEDNN_OPTS": "1" if args.tf_onednn == "on" else "0"}
     with tempfile.TemporaryDirectory() as tmp:
         for variant in (() if args.skip_inference else variants):
             prefix, weights = ckpts[variant]
@@ -392,28 +432,40 @@ def main(argv=None) -> int:
                 ort_out = Path(tmp) / f"ort_{variant}_{h}x{w}.npy"
                 # Alternate the sides over rounds, so that a slow spell of the machine
                 # (shared VMs vary by tens of percent) does not land on one side only.
-                sides = [({"times": [], "peak_rss_mb": 0.0}, "tf",
-                          dict(checkpoint=prefix, save_output=ref_out, **common)),
-                         ({"times": [], "peak_rss_mb": 0.0}, "torch",
-                          dict(weights=weights, save_output=pt_out, **pt_common))]
+                def fresh():
+                    return {"times": [], "faults": [], "sys_s": [], "peak_rss_mb": 0.0}
+
+                sides = [(fresh(), "tf", dict(checkpoint=prefix, save_output=ref_out,
+                                              env_extra=tf_env, **common)),
+                         (fresh(), "torch", dict(weights=weights, save_output=pt_out,
+                                                 **pt_common))]
                 if onnx_files:
-                    sides.append(({"times": [], "peak_rss_mb": 0.0}, "onnxruntime",
+                    sides.append((fresh(), "onnxruntime",
                                   dict(weights=onnx_files[variant], save_output=ort_out,
                                        **common)))
+                if args.compare_reuse:
+                    sides.append((fresh(), "torch", dict(weights=weights, reuse_buffers=0,
+                                                         **pt_common)))
                 for _ in range(args.rounds):
                     for res, kind, kw in sides:
                         one = run_child(kind, variant=variant, height=h, width=w, **kw)
-                        res["times"] += one["times"]
+                        for key in ("times", "faults", "sys_s"):
+                            res[key] += one[key]
                         res["peak_rss_mb"] = max(res["peak_rss_mb"], one["peak_rss_mb"])
+                        for key in ("onednn", "reuse_buffers"):
+                            if key in one:
+                                res[key] = one[key]
                 tf_res, pt_res = sides[0][0], sides[1][0]
                 mp = h * w / 1e6  # one RGB image (gray/lstm: its three planes)
                 import numpy as np
                 ref_arr, pt_arr = np.load(ref_out), np.load(pt_out)
                 row = {"variant": variant, "size": f"{h}x{w}", "batch": _batch(variant),
-                       "tf": {**summarize(tf_res["times"]), "peak_rss_mb": tf_res["peak_rss_mb"]},
-                       "srn_port": {**summarize(pt_res["times"]),
-                                    "peak_rss_mb": pt_res["peak_rss_mb"]},
+                       "tf": {**summarize_side(tf_res), "onednn": tf_res.get("onednn")},
+                       "srn_port": {**summarize_side(pt_res),
+                                    "reuse_buffers": pt_res.get("reuse_buffers")},
                        "max_abs_err_vs_tf": float(np.abs(ref_arr - pt_arr).max())}
+                if args.compare_reuse:
+                    row["srn_port_no_reuse"] = summarize_side(sides[-1][0])
                 row["speedup_tf_over_srn_port"] = row["tf"]["median_s"] / row["srn_port"]["median_s"]
                 row["tf"]["megapixels_per_s"] = mp / row["tf"]["median_s"]
                 row["srn_port"]["megapixels_per_s"] = mp / row["srn_port"]["median_s"]
@@ -421,7 +473,7 @@ def main(argv=None) -> int:
                 if onnx_files:
                     ort_res = sides[2][0]
                     row["onnxruntime"] = {
-                        **summarize(ort_res["times"]), "peak_rss_mb": ort_res["peak_rss_mb"],
+                        **summarize_side(ort_res),
                         "megapixels_per_s": mp / statistics.median(ort_res["times"]),
                         "max_abs_err_vs_tf": float(np.abs(ref_arr - np.load(ort_out)).max())}
                     row["speedup_tf_over_onnxruntime"] = (row["tf"]["median_s"]
@@ -435,7 +487,13 @@ def main(argv=None) -> int:
                       f"RSS TF {row['tf']['peak_rss_mb']:.0f} MB / srn-port "
                       f"{row['srn_port']['peak_rss_mb']:.0f} MB"
                       + (f" / ONNX Runtime {row['onnxruntime']['peak_rss_mb']:.0f} MB"
-                         if onnx_files else ""), flush=True)
+                         if onnx_files else "")
+                      + f"; faults per forward TF {row['tf']['faults']:.0f} / srn-port "
+                        f"{row['srn_port']['faults']:.0f}"
+                      + (f"; no reuse {row['srn_port_no_reuse']['median_s']:.3f}s, "
+                         f"{row['srn_port_no_reuse']['faults']:.0f} faults, RSS "
+                         f"{row['srn_port_no_reuse']['peak_rss_mb']:.0f} MB"
+                         if args.compare_reuse else ""), flush=True)
                 for precision in precisions:
                     q_out = Path(tmp) / f"{precision}_{variant}_{h}x{w}.npy"
                     try:
@@ -515,6 +573,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def _faults(side: dict) -> str:
+    return f"{side['faults']:.0f} / {side['sys_s']:.2f}" if "faults" in side else "?"
+
+
 def format_table(result: dict) -> str:
     m = result["machine"]
     ort = any("onnxruntime" in r for r in result["inference"])  # all rows or none
@@ -523,6 +585,9 @@ def format_table(result: dict) -> str:
     head += ["srn-port MP/s", "TF peak RSS MB", "srn-port peak RSS MB"]
     head += ["ONNX Runtime peak RSS MB"] if ort else []
     head += ["max abs err"] + (["ONNX Runtime max abs err"] if ort else [])
+    head += ["page faults / sys s per forward, TF", "srn-port"]
+    nr = any("srn_port_no_reuse" in r for r in result["inference"])
+    head += ["srn-port without buffer reuse: median s / faults / peak RSS MB"] if nr else []
     lines = [f"Machine: {m.get('cpu')} ({m.get('cpu_capability')}, bf16 instructions: "
              f"{'yes' if m.get('native_bf16') else 'no'}), {m.get('cores')} cores, "
              f"threads={m['threads']} (every side); torch {m.get('torch')}, "
@@ -538,7 +603,18 @@ def format_table(result: dict) -> str:
                   f"{r['srn_port']['peak_rss_mb']:.0f}"]
         cells += [f"{o['peak_rss_mb']:.0f}"] if o else []
         cells += [f"{r['max_abs_err_vs_tf']:.1e}"] + ([f"{o['max_abs_err_vs_tf']:.1e}"] if o else [])
+        cells += [f"{_faults(r['tf'])}", f"{_faults(r['srn_port'])}"]
+        n = r.get("srn_port_no_reuse")
+        cells += [f"{n['median_s']:.3f} / {n['faults']:.0f} / {n['peak_rss_mb']:.0f}"] if n else []
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    if result["inference"]:
+        tf_dnn = {r["tf"].get("onednn") for r in result["inference"]}
+        reuse = {r["srn_port"].get("reuse_buffers") for r in result["inference"]}
+        lines += ["", f"TF ran with oneDNN (and its buffer pool): "
+                      f"{'/'.join('yes' if v else 'no' for v in sorted(tf_dnn, key=str))}"
+                      f"{' (forced: ' + m['tf_onednn'] + ')' if m.get('tf_onednn', 'default') != 'default' else ''}; "
+                      f"srn-port reused activation buffers: "
+                      f"{'/'.join('yes' if v else 'no' for v in sorted(reuse, key=str))}."]
     if result.get("onnxruntime_skipped"):
         lines += ["", f"ONNX Runtime: skipped, {result['onnxruntime_skipped']}."]
     if result["precision"]:
