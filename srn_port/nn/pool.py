@@ -33,7 +33,6 @@ import torch
 import torch.nn as nn
 
 from .ops.conv import Conv2dSame
-from .ops.padding import same_padding
 
 Shape = Tuple[int, ...]
 
@@ -73,9 +72,7 @@ class ActivationPool:
         n = prod(shape)
         # Activations shrink through an encoder and grow through a decoder: a free buffer
         # smaller than this request is released now rather than held to the end.
-        for b in [b for b in self._free if b.numel() < n]:
-            del self._owned[b.untyped_storage().data_ptr()]
-        self._free = [b for b in self._free if b.numel() >= n]
+        self.release(below=n)
         if self._free:
             base = self._free.pop(min(range(len(self._free)), key=lambda i: self._free[i].numel()))
         else:
@@ -84,12 +81,17 @@ class ActivationPool:
             self.allocated += base.numel()
         return base.as_strided(shape, _nhwc_strides(shape))
 
-    def release(self) -> None:
-        """Hand the free buffers back to the system (before an op whose output cannot be
-        placed in the pool, so that its memory is not counted twice)."""
+    def release(self, below: Optional[int] = None) -> None:
+        """Hand the free buffers (those of fewer than ``below`` elements) back to the
+        system: before an op whose output cannot be placed in the pool, so that its memory
+        is not counted twice, or when they are too small for what is asked now."""
+        keep = []
         for b in self._free:
-            del self._owned[b.untyped_storage().data_ptr()]
-        self._free = []
+            if below is None or b.numel() < below:
+                del self._owned[b.untyped_storage().data_ptr()]
+            else:
+                keep.append(b)
+        self._free = keep
 
     def owns(self, t: torch.Tensor) -> bool:
         return t.untyped_storage().data_ptr() in self._owned
@@ -108,8 +110,7 @@ class ActivationPool:
 def _conv_padding(conv: nn.Conv2d, h: int, w: int) -> Tuple[Tuple[int, int], Tuple[int, int]]:
     """((top, bottom), (left, right)) zero padding the layer applies at this input size."""
     if isinstance(conv, Conv2dSame):
-        return (same_padding(h, conv.kernel_size[0], conv.stride[0], conv.dilation[0]),
-                same_padding(w, conv.kernel_size[1], conv.stride[1], conv.dilation[1]))
+        return conv.tf_padding(h, w)
     ph, pw = conv.padding
     return (ph, ph), (pw, pw)
 

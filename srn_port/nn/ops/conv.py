@@ -39,12 +39,16 @@ class Conv2dSame(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0,
                          dilation=dilation, bias=bias)
 
+    def tf_padding(self, h: int, w: int) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+        """((top, bottom), (left, right)): TF's SAME padding for an input of h x w."""
+        return (same_padding(h, self.kernel_size[0], self.stride[0], self.dilation[0]),
+                same_padding(w, self.kernel_size[1], self.stride[1], self.dilation[1]))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.naive_padding:
             pad = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
             return F.conv2d(x, self.weight, self.bias, self.stride, pad, self.dilation)
-        pad_h = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
-        pad_w = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
+        pad_h, pad_w = self.tf_padding(x.shape[-2], x.shape[-1])
         if pad_h[0] == pad_h[1] and pad_w[0] == pad_w[1]:
             return F.conv2d(x, self.weight, self.bias, self.stride, (pad_h[0], pad_w[0]),
                             self.dilation)
