@@ -65,10 +65,11 @@ def test_loss_and_every_gradient_equal_tf(tf_checkpoints, variant):
     print(f"{variant}: loss {loss.item():.6g} (TF {loss_tf:.6g}), worst gradient {worst:.1e}")
 
 
-def _tfadam_steps(init, grads, rates):
-    """TFAdam from ``init`` fed ``grads`` at learning rates ``rates``: (params, optimizer)."""
+def _adam_steps(init, grads, rates, optimizer=TFAdam):
+    """``optimizer`` (TFAdam, or another with its signature) from ``init`` fed ``grads``
+    at learning rates ``rates``: (params, optimizer)."""
     params = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in init.items()}
-    opt = TFAdam(params.values(), lr=1e-4)
+    opt = optimizer(params.values(), lr=1e-4)
     for g, rate in zip(grads, rates):
         for k, p in params.items():
             p.grad = torch.from_numpy(g[k])
@@ -92,7 +93,7 @@ def test_tf_adam_follows_tf_adam_optimizer_for_20_steps():
     for ours, theirs in zip(rates, tf_polynomial_decay_values(list(range(steps)), 1e-4, steps)):
         assert within(abs(ours - theirs), theirs, TOLERANCES["optimizer"])
     ref = tf_adam_steps(init, grads, rates)
-    params, opt = _tfadam_steps(init, grads, rates)
+    params, opt = _adam_steps(init, grads, rates)
     tol = TOLERANCES["optimizer"]
     for k, p in params.items():
         w = p.detach().numpy()
@@ -101,14 +102,7 @@ def test_tf_adam_follows_tf_adam_optimizer_for_20_steps():
         assert np.array_equal(opt.state[p]["v"].numpy(), ref[f"{k}/Adam_1"]), k
     assert opt.beta1_power == ref["beta1_power"] and opt.beta2_power == ref["beta2_power"]
     # torch's Adam is a different optimizer: this comparison can tell the two apart
-    plain = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in init.items()}
-    torch_adam = torch.optim.Adam(plain.values(), lr=1e-4)
-    for g, rate in zip(grads, rates):
-        for k, p in plain.items():
-            p.grad = torch.from_numpy(g[k])
-        for group in torch_adam.param_groups:
-            group["lr"] = rate
-        torch_adam.step()
+    plain, _ = _adam_steps(init, grads, rates, torch.optim.Adam)
     k = "g_net/a/weights"
     assert not within(float(np.abs(plain[k].detach().numpy() - ref[k]).max()),
                       float(np.abs(ref[k]).max()), tol)
@@ -198,7 +192,7 @@ def test_tf_adam_in_float64_follows_tf_adam_optimizer():
     rates = [tf_polynomial_decay(s, 1e-4, 20) for s in range(20)]
     ref = tf_adam_steps(init, grads, rates)
     assert ref["g_net/a/weights"].dtype == np.float64 and ref["beta1_power"].dtype == np.float32
-    params, opt = _tfadam_steps(init, grads, rates)
+    params, opt = _adam_steps(init, grads, rates)
     for k, p in params.items():  # measured: one ulp in a few weights (5.6e-20 of max |w|)
         w = p.detach().numpy()
         assert within(float(np.abs(w - ref[k]).max()), float(np.abs(ref[k]).max()),
