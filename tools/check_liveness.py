@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from srn_port.api.weights import load_model
+from srn_port.core.fileio import append_line
 from srn_port.data import synthetic
 from srn_port.nn.liveness import dead_variables
 from srn_port.nn.model import capture_activations
@@ -86,8 +87,7 @@ def main(runs):
                 continue
             row = {"step": step, **check(run / f"deblur.model-{step}", blur, sharp)}
             click.echo(f"{run}: {json.dumps(row)}")
-            with open(results, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_line(results, json.dumps(row))
 
 
 if __name__ == "__main__":

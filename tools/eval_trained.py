@@ -33,6 +33,7 @@ from srn_port.data import synthetic
 from srn_port.core.network import N_LEVELS, OUTPUT_NODE, SIZE_MULTIPLE, SRNConfig
 from srn_port.api.weights import as_state_dict
 from srn_port.core.convert import convert_checkpoint
+from srn_port.core.fileio import atomic_write
 from srn_port.nn.model import SRN
 
 #: Held-out seeds: the training data uses another stream, its validation set seed 1.
@@ -190,9 +191,11 @@ def side_by_side(rows: List[List[np.ndarray]], titles: List[str], gap: int = 4) 
 
 def write_png(path: Path, rgb: np.ndarray) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                       [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-        raise click.ClickException(f"could not write {path}")
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if not ok:
+        raise click.ClickException(f"could not encode {path}")
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
     return path.stat().st_size
 
 
@@ -310,7 +313,8 @@ def main(checkpoint: Path, n_images, size, seed, photos, json_out, picture, pict
 
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+        text = json.dumps(result, indent=2) + "\n"
+        atomic_write(json_out, lambda tmp: Path(tmp).write_text(text))
     p, g = result["psnr_db"], result["gain_db"]
     click.echo(f"{config.variant} width {config.width} step {conv.step}: {n_images} held-out "
                f"{size}x{size} images (seed {seed})")

@@ -42,7 +42,8 @@ from torch.utils.data import DataLoader, Dataset
 from .. import __version__
 from ..core.convert import read_adam_state
 from ..core.errors import SrnPortError
-from ..core.fileio import atomic_write
+from ..core.fileio import append_line, atomic_write, input_clash
+from ..core.folderlock import FolderLock
 from ..core.network import SRNConfig
 from ..core.weightfile import save_safetensors
 from ..data import synthetic
@@ -173,7 +174,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, dataset: Dataset, out, *, init=None,
                  resume: bool = False, resume_tf=None, val: Sequence = (),
-                 tensorboard: bool = False, progress: Optional[Callable] = None):
+                 tensorboard: bool = False, progress: Optional[Callable] = None,
+                 inputs: Sequence = ()):
         self.config, self.dataset, self.out = config, dataset, Path(out)
         self.val, self.progress = list(val), progress
         if sum(x is not None and x is not False for x in (init, resume_tf)) + bool(resume) > 1:
@@ -186,7 +188,10 @@ class Trainer:
         if config.batch % self.world:
             raise TrainError(f"The global batch {config.batch} does not split over "
                              f"{self.world} processes; use a multiple of {self.world}.")
-        self.out.mkdir(parents=True, exist_ok=True)
+        # nothing the run reads (start points, data) is written over (see check_out)
+        check_out(self.out, resume, [init, resume_tf, *inputs,
+                                     *(p for pair in getattr(dataset, "pairs", ())
+                                       for p in (pair.blur, pair.sharp))])
         self.model = SRN(SRNConfig(config.variant, config.width)).train()
         self.opt = TFAdam(self.model.parameters(), lr=config.lr)
         self.step = 0
@@ -194,24 +199,36 @@ class Trainer:
         if resume:
             self._load_state(state_path)
         else:
-            if state_path.exists():
-                raise TrainError(f"'{self.out}' already holds a training state ({STATE_FILE}); "
-                                 f"resume it (--resume) or train into another folder.")
             if resume_tf is not None:
                 self._start_from_tf(resume_tf)
             elif init is not None:
                 self._load_weights(init)
             else:
                 slim_init(self.model, config.seed)
+        self._make_out()
+        # one run per folder: rank 0 (the one that writes) holds the folder until run() ends
+        self._lock = FolderLock(self.out, "training folder")
+        if self.rank == 0:
+            self._lock.acquire()
+            if resume:
+                self._trim_log()
         self.writer = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
+                self._lock.release()
                 raise TrainError("TensorBoard logging needs the tensorboard package: pip "
                                  "install 'srn-port[train]' (or drop --tensorboard).") from None
             self.writer = SummaryWriter(str(self.out / "tensorboard"))
         self._stop = False
+
+    def _make_out(self) -> None:
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrainError(f"Cannot create the output folder '{self.out}': "
+                             f"{exc.strerror or exc}. Choose an OUT you can write to.") from None
 
     # -- start points ------------------------------------------------------------------
     def _load_weights(self, path) -> None:
@@ -269,12 +286,35 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if self.rank != 0:
             return
-        with open(self.out / LOG_FILE, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.out / LOG_FILE, json.dumps(record))
         if self.writer is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
                     self.writer.add_scalar(key, value, record["step"])
+
+    def _trim_log(self) -> None:
+        """On resume: keep the log lines of the steps the resumed state holds (a killed run
+        may have logged steps after its last save, or half a line)."""
+        path = self.out / LOG_FILE
+        if not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not (line.endswith("\n") and isinstance(record, dict)
+                    and isinstance(record.get("step"), int) and record["step"] <= self.step):
+                continue
+            c = self.config
+            if ("val_psnr" in record and record["step"] == self.step and c.val_every
+                    and self.val and self.step % c.val_every == 0):
+                continue  # run() validates again where it starts
+            kept.append(line)
+        if kept != lines:
+            atomic_write(path, lambda tmp: Path(tmp).write_text("".join(kept), encoding="utf-8"))
 
     def _on_signal(self, signum, frame):
         self._stop = True
@@ -283,6 +323,8 @@ class Trainer:
         """Train to ``config.steps`` (or until step ``stop_after``, or a signal); returns the
         step reached. The state is saved at the end whatever ended the loop."""
         c = self.config
+        if self.rank == 0:
+            self._lock.acquire()  # held since __init__; again after an earlier run() ended
         end = c.steps if stop_after is None else min(c.steps, stop_after)
         share = c.batch // self.world  # this process's part of each global batch
         sampler = [s * c.batch + self.rank * share + i
@@ -336,15 +378,46 @@ class Trainer:
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)
-            if not failed:  # a diverged or failed step never replaces the last good state
-                self.save()
-            if self.writer is not None:
-                self.writer.close()
+            try:
+                if not failed:  # a diverged or failed step never replaces the last good state
+                    self.save()
+                if self.writer is not None:
+                    self.writer.close()
+            finally:
+                self._lock.release()
         return self.step
 
     @property
     def interrupted(self) -> bool:
         return self._stop
+
+
+#: What a run writes into its OUT folder.
+RUN_OUTPUTS = (STATE_FILE, WEIGHTS_FILE, LOG_FILE, "tensorboard")
+
+
+def check_out(out, resume: bool, inputs: Sequence = ()) -> None:
+    """Refuse an OUT where the run would write over something it reads (``inputs``: the
+    start point, its folder, the data and every pair's files; see
+    :func:`srn_port.core.fileio.input_clash`), or, unless resuming, an OUT that already
+    holds another run's outputs (its log would be appended to, its weights replaced)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"OUT '{out}' exists and is not a folder; give a folder for the run.")
+    for name in RUN_OUTPUTS:
+        inp = input_clash(out / name, inputs)
+        if inp is not None:
+            raise TrainError(f"Training into '{out}' would write '{out / name}' over (or inside) "
+                             f"the input '{inp}', which the run reads; inputs are never "
+                             f"modified. Train into another folder.")
+    if resume:
+        return
+    held = [name for name in RUN_OUTPUTS if (out / name).exists()]
+    if held:
+        raise TrainError(f"'{out}' already holds the outputs of another run ({', '.join(held)}); "
+                         f"a new run would replace or append to them. Resume that run "
+                         f"(--resume, where its {STATE_FILE} is there) or train into another "
+                         f"folder.")
 
 
 def _mean_over_processes(value: torch.Tensor, world: int) -> torch.Tensor:

@@ -12,6 +12,7 @@ from typing import List, Optional
 import click
 
 from ..core.errors import SrnPortError
+from ..core.folderlock import FolderBusyError, FolderLock
 from ..core.options import (BACKENDS, DEFAULT_OVERLAP, DEVICES, IMAGE_EXTENSIONS, MODES,
                             ORIGINAL_CANVAS, PRECISIONS, VIDEO_EXTENSIONS)
 
@@ -260,11 +261,22 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
     except OSError as exc:
         raise SrnPortError(f"Cannot create the output folder '{outdir}': "
                            f"{exc.strerror or exc}. Choose an -o/--outdir you can write to.") from None
+    lock = FolderLock(outdir)  # one run per output folder; rank 0 holds it for all
     try:
+        busy = None
+        if rank == 0:
+            try:
+                lock.acquire()
+            except FolderBusyError as exc:
+                busy = str(exc)
+        busy = gather(busy, world)[0]
+        if busy is not None:
+            raise FolderBusyError(busy)
         mine = _run_jobs(model, jobs[rank::world], mode, height, width, tile, overlap, dev,
                          precision, compare, max_pixels, batch)
         parts = gather(mine, world)
     finally:
+        lock.release()
         finish_distributed()
     failures = [f for part in parts for f in part[0]]
     megapixels = sum(part[1] for part in parts)

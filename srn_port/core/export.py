@@ -21,6 +21,7 @@ import numpy as np
 from .checkpoint.writer import (checkpoint_prefix, existing_files, read_checkpoint_state,
                                 write_checkpoint, write_checkpoint_state)
 from .errors import ModelFileError, SrnPortError
+from .folderlock import FolderLock
 from .naming import torch_to_tf_name, torch_to_tf_tensor
 from .weightfile import SUFFIXES, file_kind, load_safetensors
 
@@ -135,8 +136,10 @@ def export_arrays(arrays: Mapping[str, np.ndarray], outdir, step: Optional[int] 
     except OSError as exc:
         raise SrnPortError(f"Cannot create the output folder '{outdir}': "
                            f"{exc.strerror or exc}.") from None
-    written = write_checkpoint(outdir / MODEL_NAME, tensors, step=step, force=force)
-    write_checkpoint_state(outdir, written.name, force=force)
+    with FolderLock(outdir):  # one writer of the folder at a time
+        _check_outdir(outdir, prefix, force)  # again: another run may have just written it
+        written = write_checkpoint(outdir / MODEL_NAME, tensors, step=step, force=force)
+        write_checkpoint_state(outdir, written.name, force=force)
     return written
 
 

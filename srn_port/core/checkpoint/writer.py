@@ -32,7 +32,7 @@ import numpy as np
 from google.protobuf import text_format
 
 from ..errors import SrnPortError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, atomic_write_group
 from . import protos
 from .crc import crc32c, extend, mask
 
@@ -258,15 +258,10 @@ def write_checkpoint(prefix, tensors: Mapping[str, np.ndarray], step: Optional[i
             for chunk in chunks:
                 f.write(chunk)
 
-    data_path, index_path = data_file(prefix), index_file(prefix)
-    had_data = data_path.exists()
-    atomic_write(data_path, write_data)
-    try:
-        atomic_write(index_path, lambda tmp: Path(tmp).write_bytes(table))
-    except BaseException:
-        if not had_data:
-            data_path.unlink(missing_ok=True)
-        raise
+    # both files are written and synced before either is renamed into place: a failed
+    # write (a full disk) leaves a previous checkpoint of this prefix whole
+    atomic_write_group([(data_file(prefix), write_data),
+                        (index_file(prefix), lambda tmp: Path(tmp).write_bytes(table))])
     return prefix
 
 
