@@ -173,3 +173,245 @@ def test_a_usual_frame_rate_is_kept_exactly(tmp_path, weights):
     cap = cv2.VideoCapture(str(tmp_path / "out" / "clip.avi"))
     assert cap.get(cv2.CAP_PROP_FPS) == 29.97  # OpenCV keeps 3 decimals ('frame_rate')
     assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 3
+
+
+# -- datasets ---------------------------------------------------------------------------------
+
+def picture(h, w, seed):
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def gopro(root: Path, scenes=("s1", "s2"), per_scene=2, size=(32, 32)) -> Path:
+    for s, scene in enumerate(scenes):
+        for k in range(per_scene):
+            for kind in ("blur", "sharp"):
+                folder = root / scene / kind
+                folder.mkdir(parents=True, exist_ok=True)
+                img = picture(*size, seed=100 * s + k + (7 if kind == "blur" else 0))
+                (folder / f"{k}.png").write_bytes(encode_image(img, ".png"))
+    return root
+
+
+TRAIN = ["--steps", "1", "--width", "2", "--crop", "32", "--batch", "1"]
+
+
+# -- 2. evaluate --csv/--json on a file it reads; 3. train over its own start point ----------
+
+@pytest.mark.parametrize("target", ["dataset image", "checkpoint index", "checkpoint data",
+                                    "new file in the checkpoint folder", "weights file",
+                                    "datalist", "image listed outside the root", "via a link"])
+def test_evaluate_never_writes_over_what_it_reads(tmp_path, weights, ckpt_dir, target):
+    import shutil
+
+    data = gopro(tmp_path / "data", scenes=("s1",), per_scene=1)
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(ckpt_dir, ckpt)
+    w = tmp_path / "w.safetensors"
+    shutil.copy(weights, w)
+    model, dataset = ckpt, data
+    if target == "dataset image":
+        out = data / "s1" / "blur" / "0.png"
+    elif target == "checkpoint index":
+        out = next(ckpt.glob("*.index"))
+    elif target == "checkpoint data":
+        out = next(ckpt.glob("*.data-*"))
+    elif target == "new file in the checkpoint folder":
+        out = ckpt / "scores.csv"
+    elif target == "weights file":
+        model, out = w, w
+    elif target == "datalist":
+        dataset = tmp_path / "list.txt"
+        dataset.write_text("data/s1/sharp/0.png data/s1/blur/0.png\n")
+        out = dataset
+    elif target == "image listed outside the root":
+        (tmp_path / "lists").mkdir()
+        dataset = tmp_path / "lists" / "list.txt"
+        dataset.write_text("../data/s1/sharp/0.png ../data/s1/blur/0.png\n")
+        out = data / "s1" / "sharp" / "0.png"
+    else:
+        (tmp_path / "link.csv").symlink_to(data / "s1" / "sharp" / "0.png")
+        out = tmp_path / "link.csv"
+    before = digest(tmp_path)
+    for option in ("--csv", "--json"):
+        res = run("evaluate", model, dataset, option, out, "--force")
+        text = one_paragraph_error(res)
+        assert "would destroy the input" in text and "even with --force" in text
+    assert digest(tmp_path) == before
+    res = run("evaluate", model, dataset, "--csv", tmp_path / "ok.csv")  # elsewhere: fine
+    assert res.exit_code == 0, res.output
+
+
+def test_the_input_rule_covers_files_folders_links_and_checkpoint_prefixes(tmp_path):
+    from srn_port.core.fileio import input_clash
+
+    (tmp_path / "ckpt").mkdir()
+    prefix = tmp_path / "ckpt" / "deblur.model-3000"  # not a file: a checkpoint prefix
+    (tmp_path / "a.png").write_bytes(b"x")
+    os.link(tmp_path / "a.png", tmp_path / "hard.png")
+    (tmp_path / "soft.png").symlink_to(tmp_path / "a.png")
+    (tmp_path / "into").symlink_to(tmp_path / "ckpt")
+    inputs = [prefix, tmp_path / "a.png", None]
+    for clash in (prefix.with_name("deblur.model-3000.index"),
+                  prefix.with_name("deblur.model-3000.data-00000-of-00001"),
+                  tmp_path / "hard.png", tmp_path / "soft.png", tmp_path / "a.png"):
+        assert input_clash(clash, inputs) is not None, clash
+    for fine in (prefix.with_name("deblur.model-30000.index"), tmp_path / "b.png",
+                 tmp_path / "ckpt" / "scores.csv"):
+        assert input_clash(fine, inputs) is None, fine
+    assert input_clash(tmp_path / "into" / "new.csv", [tmp_path / "ckpt"]) == tmp_path / "ckpt"
+
+
+def test_train_never_writes_over_its_start_point_or_data(tmp_path, ckpt_dir, weights):
+    import shutil
+
+    data = gopro(tmp_path / "data", scenes=("s1",), per_scene=1)
+    first = tmp_path / "first"
+    res = run("train", first, "--data", data, *TRAIN)
+    assert res.exit_code == 0, res.output
+    tfdir = tmp_path / "tf"
+    shutil.copytree(ckpt_dir, tfdir)
+    before = digest(tmp_path)
+    cases = [
+        (first, ["--init", first / "model.safetensors"], "would write"),  # its own weights
+        (tfdir, ["--init", tfdir], "would write"),  # the TF checkpoint folder
+        (tfdir, ["--resume-tf", tfdir], "would write"),
+        (data / "run", ["--init", weights], "would write"),  # inside the dataset
+        (first, [], "already holds the outputs of another run"),
+    ]
+    for out, start, needle in cases:
+        res = run("train", out, "--data", data, *start, "--steps", "600000", *TRAIN[2:])
+        text = one_paragraph_error(res)
+        assert needle in text, text
+    assert digest(tmp_path) == before
+    assert not (data / "run").exists()
+    # a folder holding only another run's log (or weights) is another run too
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "log.jsonl").write_text('{"step": 1}\n')
+    res = run("train", other, "--data", data, *TRAIN)
+    assert "already holds the outputs of another run (log.jsonl)" in one_paragraph_error(res)
+    assert (other / "log.jsonl").read_text() == '{"step": 1}\n'
+
+
+# -- 4, 5. dataset discovery: nothing left out in silence --------------------------------------
+
+@pytest.mark.parametrize("layout,needle", [
+    ("sharp without blur", "s2/sharp (no blur/ folder beside it)"),
+    ("Blur", "s2/Blur (the folder must be named 'blur', in lower case)"),
+    ("root is a scene too", "holds blur/ or sharp/ itself and also scene folders"),
+    ("dangling link", "(a dangling symbolic link)"),
+    ("link loop", "(a symbolic link loop)"),
+    ("unpaired link loop", "x.png (a symbolic link loop)"),
+    ("scene link loop", "(a symbolic link loop)"),
+])
+@pytest.mark.parametrize("command", ["evaluate", "train"])
+def test_dataset_layout_problems_are_errors(tmp_path, weights, layout, needle, command):
+    data = gopro(tmp_path / "data")
+    s2 = data / "s2"
+    if layout == "sharp without blur":
+        for f in (s2 / "blur").iterdir():
+            f.unlink()
+        (s2 / "blur").rmdir()
+    elif layout == "Blur":
+        (s2 / "blur").rename(s2 / "Blur")
+    elif layout == "root is a scene too":
+        gopro(tmp_path / "extra", scenes=("x",))
+        (tmp_path / "extra" / "x" / "blur").rename(data / "blur")
+        (tmp_path / "extra" / "x" / "sharp").rename(data / "sharp")
+    elif layout == "dangling link":
+        (s2 / "blur" / "9.png").symlink_to(tmp_path / "nowhere.png")
+        (s2 / "sharp" / "9.png").write_bytes((s2 / "sharp" / "0.png").read_bytes())
+    elif layout == "link loop":
+        (s2 / "blur" / "1.png").unlink()
+        (s2 / "blur" / "1.png").symlink_to(s2 / "blur" / "1.png")
+    elif layout == "unpaired link loop":
+        (s2 / "blur" / "x.png").symlink_to(s2 / "blur" / "x.png")
+    else:
+        (data / "s3").symlink_to(data / "s3")
+    before = digest(data) if layout not in ("link loop", "unpaired link loop") else None
+    if command == "evaluate":
+        res = run("evaluate", weights, data)
+    else:
+        res = run("train", tmp_path / "run", "--data", data, *TRAIN)
+        assert not (tmp_path / "run").exists()
+    text = one_paragraph_error(res)
+    assert needle in text, text
+    assert "--crop" not in text or command == "train"
+    if before is not None:
+        assert digest(data) == before
+
+
+@pytest.mark.parametrize("command", ["evaluate", "train"])
+def test_what_is_left_out_is_reported_and_counted(tmp_path, weights, command):
+    data = gopro(tmp_path / "data")
+    (data / "notes").mkdir()  # a folder that is not a scene
+    (data / "README.txt").write_text("x")
+    (data / "s1" / "blur_gamma").mkdir()  # GoPro's extra folder
+    (data / "s1" / "blur" / "Thumbs.db").write_bytes(b"x")
+    if command == "evaluate":
+        res = run("evaluate", weights, data, "--json", tmp_path / "s.json")
+    else:
+        res = run("train", tmp_path / "run", "--data", data, *TRAIN)
+    assert res.exit_code == 0, res.output
+    text = flat(res)
+    assert "left out 2 folder(s) that are not scenes" in text and "notes" in text
+    assert "blur_gamma" in text
+    assert "left out 2 file(s) that are not images" in text and "Thumbs.db" in text
+    assert "left out 2 folder(s), 2 file(s)" in text  # in the summary line
+    if command == "evaluate":
+        import json
+
+        summary = json.loads((tmp_path / "s.json").read_text())
+        assert summary["left_out"] == {"folders": 2, "files": 2} and summary["images"] == 4
+
+
+def test_evaluate_speaks_of_its_own_options(tmp_path, weights):
+    data = gopro(tmp_path / "data", scenes=("s1",))
+    (data / "s1" / "sharp" / "1.png").write_bytes(encode_image(picture(32, 48, 1), ".png"))
+    text = one_paragraph_error(run("evaluate", weights, data))
+    assert "is 32x32 but" in text and "nothing was evaluated" in text
+    assert "--crop" not in text and "train" not in text
+
+
+# -- 10. datalists: read line by line, a stated size limit --------------------------------------
+
+def test_a_datalist_over_the_limit_is_refused_unread(tmp_path, weights, monkeypatch):
+    data = gopro(tmp_path / "data", scenes=("s1",), per_scene=1)
+    listing = tmp_path / "list.txt"
+    line = "data/s1/sharp/0.png data/s1/blur/0.png\n"
+    listing.write_text(line * 100)  # 3,900 bytes
+    monkeypatch.setenv("SRN_PORT_MAX_DATALIST_BYTES", "1000")
+    for args in (["evaluate", weights, listing], ["train", tmp_path / "run", "--datalist",
+                                                  listing, "--data", tmp_path, *TRAIN]):
+        text = one_paragraph_error(run(*args))
+        assert "3,900 bytes, more than the limit of 1,000" in text
+        assert "SRN_PORT_MAX_DATALIST_BYTES" in text
+    monkeypatch.setenv("SRN_PORT_MAX_DATALIST_BYTES", "4000")
+    res = run("evaluate", weights, listing, "--limit", "1")
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "run").exists()
+    fifo = tmp_path / "fifo.txt"
+    os.mkfifo(fifo)
+    assert "FIFO" in one_paragraph_error(run("evaluate", weights, fifo))
+
+
+def test_a_datalist_is_read_line_by_line(tmp_path):
+    """Peak memory of reading a 20 MB list of 2 distinct lines repeated: far below the
+    list's size twice (as read_text().splitlines() took), since the pairs themselves are
+    all that is kept (here 20 MB / 40 bytes = 500,000 pairs x ~600 bytes: not small, so
+    the list is of comment lines, which are not kept)."""
+    import subprocess
+    import sys
+
+    listing = tmp_path / "list.txt"
+    with open(listing, "w") as f:
+        f.write("a/sharp/0.png a/blur/0.png\n")
+        for _ in range(20 * 2**20 // 64):
+            f.write("#" * 63 + "\n")
+    code = ("import resource, sys; from srn_port.data.pairs import read_datalist; "
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            "pairs = read_datalist(sys.argv[1]); "
+            "print(len(pairs), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")
+    out = subprocess.run([sys.executable, "-c", code, str(listing)], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out[0] == "1" and int(out[1]) < 5 * 1024, out  # KB: < 5 MB for a 20 MB list

@@ -140,7 +140,7 @@ def test_resuming_with_other_settings_or_nothing_to_resume_is_an_error(tmp_path)
     Trainer(cfg, ds, tmp_path / "run").run(stop_after=1)
     with pytest.raises(TrainError, match="other settings.*steps: 2 -> 4"):
         Trainer(config(steps=4), ds, tmp_path / "run", resume=True)
-    with pytest.raises(TrainError, match="already holds a training state"):
+    with pytest.raises(TrainError, match="already holds the outputs of another run"):
         Trainer(cfg, ds, tmp_path / "run")
 
 

@@ -43,14 +43,15 @@ def scene_of(pair: Pair) -> str:
 
 
 def dataset_pairs(dataset, root=None, scenes: Optional[Sequence[str]] = None,
-                  limit: Optional[int] = None) -> List[Pair]:
+                  limit: Optional[int] = None, left_out: Optional[dict] = None) -> List[Pair]:
     """The pairs of ``dataset`` (a GoPro-layout folder, or a datalist file relative to
     ``root``, default its folder), restricted to ``scenes`` and then to the first ``limit``;
-    every pair checked (from the image headers) to exist with equal blur and sharp sizes."""
+    every pair checked (from the image headers) to exist with equal blur and sharp sizes.
+    ``left_out``: see :func:`srn_port.data.pairs.find_pairs`."""
     dataset = Path(dataset)
     if dataset.is_dir():
-        pairs = find_pairs(dataset)
-    elif dataset.is_file():
+        pairs = find_pairs(dataset, left_out)
+    elif dataset.exists():  # read_datalist refuses what is not a regular file
         pairs = read_datalist(dataset, root)
     else:
         raise DatasetError(f"Dataset '{dataset}' does not exist. Give a folder in the GoPro "
@@ -66,7 +67,8 @@ def dataset_pairs(dataset, root=None, scenes: Optional[Sequence[str]] = None,
         pairs = [p for p in pairs if scene_of(p) in scenes]
     if limit is not None:
         pairs = pairs[:limit]
-    check_pairs(pairs)
+    check_pairs(pairs, advice="Fix or remove them (or leave them out with --scenes or "
+                              "--limit); nothing was evaluated.")
     return pairs
 
 

@@ -57,12 +57,12 @@ def evaluate(ctx, weights, dataset, root, scenes, limit, mode, height, width, ti
       srn-port evaluate srn_lstm.pt GOPRO_Large/test --mode original --csv lstm.csv
       srn-port evaluate color.onnx heldout --json summary.json
     """
+    from ..core.errors import SrnPortError
     from ..core.fileio import atomic_write, check_new_file
 
+    from ..data.pairs import left_out_notes, left_out_summary
+
     dev, overlap = check_pipeline(ctx, mode, height, width, tile, overlap, device, precision)
-    for path, what in ((csv_path, "--csv file"), (json_path, "--json file")):
-        if path is not None:
-            check_new_file(path, what, [weights, dataset], force)
 
     from tqdm import tqdm
 
@@ -70,8 +70,21 @@ def evaluate(ctx, weights, dataset, root, scenes, limit, mode, height, width, ti
     from ..api.distributed import distributed, finish_distributed, gather
     from ..api.evaluate import csv_text, dataset_pairs, evaluate as run_evaluation, summarize
 
-    pairs = dataset_pairs(dataset, root, scenes, limit)
+    left_out: dict = {}
+    pairs = dataset_pairs(dataset, root, scenes, limit, left_out)
+    # no output may land on anything evaluate reads: WEIGHTS (its folder or prefix), the
+    # dataset (folder, datalist, root) and every listed image, wherever it lies
+    inputs = [weights, dataset, root] + [p for pair in pairs for p in (pair.blur, pair.sharp)]
+    for path, what in ((csv_path, "--csv file"), (json_path, "--json file")):
+        if path is not None:
+            check_new_file(path, what, inputs, force)
+    if csv_path is not None and json_path is not None and csv_path.resolve() == \
+            json_path.resolve():
+        raise SrnPortError(f"--csv and --json are both '{csv_path}'; give two file names.")
     rank, world = distributed()
+    if rank == 0:
+        for note in left_out_notes(dataset, left_out):
+            click.echo(note, err=True)
     if world > 1 and dev.type == "cuda":
         import torch
 
@@ -103,7 +116,8 @@ def evaluate(ctx, weights, dataset, root, scenes, limit, mode, height, width, ti
                    width=cfg.width, mode=mode, precision=precision, processes=world,
                    backend="onnxruntime" if Path(weights).suffix.lower() == ".onnx"
                    else "torch",
-                   metrics="MATLAB psnr / ssim (default arguments) on whole 8-bit RGB images")
+                   metrics="MATLAB psnr / ssim (default arguments) on whole 8-bit RGB images",
+                   left_out={k: len(v) for k, v in left_out.items()})
     if csv_path is not None:
         text = csv_text(scores)
         atomic_write(csv_path, lambda tmp: Path(tmp).write_text(text))
@@ -114,4 +128,6 @@ def evaluate(ctx, weights, dataset, root, scenes, limit, mode, height, width, ti
     click.echo(f"{summary['images']} image(s): PSNR {summary['psnr']:.2f} dB, SSIM "
                f"{summary['ssim']:.4f} (blurry input {summary['input_psnr']:.2f} dB, "
                f"{summary['input_ssim']:.4f}); {summary['seconds_per_image']:.2f} s/image "
-               f"({cfg.variant} width {cfg.width}, {summary['backend']}, --mode {mode}{procs})")
+               f"({cfg.variant} width {cfg.width}, {summary['backend']}, --mode {mode}{procs})"
+               + (f"; {left_out_summary(left_out)} (see the notes above)"
+                  if left_out_summary(left_out) else ""))

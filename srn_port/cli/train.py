@@ -55,7 +55,7 @@ def train(out, data, datalist, synthetic, variant, width, steps, batch, crop, lr
 
     from ..api.distributed import finish_distributed
     from ..api.train import TrainConfig, Trainer, dataset_for, held_out
-    from ..data.pairs import find_pairs, read_datalist
+    from ..data.pairs import find_pairs, left_out_notes, left_out_summary, read_datalist
 
     if synthetic and data is not None:
         raise click.UsageError("--synthetic makes its own data; give no --data with it.")
@@ -64,12 +64,13 @@ def train(out, data, datalist, synthetic, variant, width, steps, batch, crop, lr
                                "--synthetic.")
     if threads:
         torch.set_num_threads(threads)
+    left_out: dict = {}
     if synthetic:
         pairs, what = None, "synthetic"
     elif datalist is not None:
         pairs, what = read_datalist(datalist, root=data), f"datalist {datalist}"
     else:
-        pairs, what = find_pairs(data), f"folder {data}"
+        pairs, what = find_pairs(data, left_out), f"folder {data}"
     config = TrainConfig(variant=variant, width=width, steps=steps, batch=batch, crop=crop,
                          lr=lr, seed=seed, clip_lstm=clip_lstm, save_every=save_every,
                          log_every=log_every, val_every=val_every, workers=workers, data=what)
@@ -79,6 +80,9 @@ def train(out, data, datalist, synthetic, variant, width, steps, batch, crop, lr
     import os
 
     quiet = int(os.environ.get("RANK", "0")) != 0  # under torchrun, rank 0 reports
+    if not quiet:
+        for note in left_out_notes(data, left_out):
+            click.echo(note, err=True)
     bar = tqdm(total=steps, desc="train", unit="step", disable=True if quiet else None,
                file=sys.stderr)
 
@@ -87,12 +91,18 @@ def train(out, data, datalist, synthetic, variant, width, steps, batch, crop, lr
         bar.set_postfix_str(f"loss {loss:.5f}, {rate:.1f} pairs/s")
         bar.refresh()
 
+    existed = out.exists()
     try:
         trainer = Trainer(config, dataset, out, init=init, resume=resume, resume_tf=resume_tf,
-                          val=val, tensorboard=tensorboard, progress=progress)
+                          val=val, tensorboard=tensorboard, progress=progress,
+                          inputs=[data, datalist])
         bar.n = trainer.step
         start = trainer.step
         reached = trainer.run()
+    except BaseException:
+        if not existed:  # a run that failed before writing anything leaves no empty OUT
+            _remove_if_empty(out)
+        raise
     finally:
         bar.close()
         finish_distributed()
@@ -102,4 +112,17 @@ def train(out, data, datalist, synthetic, variant, width, steps, batch, crop, lr
         click.echo(f"interrupted at step {reached}; state saved in {out}. Continue with the "
                    f"same command and --resume.")
         sys.exit(130)
-    click.echo(f"trained steps {start}..{reached} of {steps} ({what}) -> {out}/model.safetensors")
+    dropped = left_out_summary(left_out)
+    click.echo(f"trained steps {start}..{reached} of {steps} ({what}"
+               f"{'; ' + dropped + ', see the notes above' if dropped else ''}) -> "
+               f"{out}/model.safetensors")
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        for sub in sorted(folder.rglob("*"), reverse=True):  # deepest first
+            if sub.is_dir() and not sub.is_symlink():
+                sub.rmdir()
+        folder.rmdir()
+    except OSError:  # not empty (something was written): kept as it is
+        pass

@@ -46,3 +46,7 @@ TENSOR_RANK = Limit("SRN_PORT_MAX_TENSOR_RANK", 32, "the most dimensions of a te
 PIXELS = Limit("SRN_PORT_MAX_PIXELS", 40_000_000, "the most pixels of an image to deblur")
 #: Bytes of one image file (read whole before decoding).
 IMAGE_BYTES = Limit("SRN_PORT_MAX_IMAGE_BYTES", 2**30, "the largest image file read")
+#: Bytes of a datalist (read line by line; the pairs it lists are kept, measured 620 bytes
+#: each for GoPro-style 63-byte lines: about 10x the list). GoPro's training list is 0.2 MB
+#: (2,103 pairs); 64 MiB is about a million pairs and 0.7 GB in memory.
+DATALIST_BYTES = Limit("SRN_PORT_MAX_DATALIST_BYTES", 64 * 2**20, "the largest datalist read")

@@ -16,13 +16,17 @@ are at least the crop size.
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..core import limits
 from ..core.errors import SrnPortError
+from ..core.fileio import regular_file_size
 from ..core.options import IMAGE_EXTENSIONS
 from .images import declared_size, read_image
 
@@ -52,74 +56,197 @@ def _few(items) -> str:
                                           if len(items) > _LISTING else "")
 
 
-def _images(folder: Path) -> dict:
-    return {p.name: p for p in sorted(folder.iterdir())
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS}
+def _unreadable(path: Path) -> Optional[str]:
+    """Why ``path`` (an entry of a folder) cannot be read, or None: a dangling link, a link
+    loop, no permission."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        kind = ("a symbolic link loop" if exc.errno == errno.ELOOP else
+                "a dangling symbolic link" if path.is_symlink() else exc.strerror or str(exc))
+        return f"{path} ({kind})"
+    return None
 
 
-def find_pairs(root) -> List[Pair]:
+def _images(folder: Path, problems: List[str], left_out: dict) -> dict:
+    """Image name -> path in ``folder``; entries that cannot be read go to ``problems``,
+    files without an image extension (and sub-folders) to ``left_out["files"]``."""
+    out = {}
+    for p in sorted(folder.iterdir()):
+        why = _unreadable(p)
+        if why is not None:
+            problems.append(why)
+        elif p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+            out[p.name] = p
+        else:
+            left_out.setdefault("files", []).append(str(p))
+    return out
+
+
+def _subfolder(folder: Path, name: str, problems: List[str]) -> Optional[Path]:
+    """``folder/name`` if it is a folder; a folder of that name in another case (``Blur/``)
+    is a problem, since the layout's names are case-sensitive."""
+    if (folder / name).is_dir():
+        return folder / name
+    try:
+        near = [d.name for d in folder.iterdir() if d.name.lower() == name and d.is_dir()]
+    except OSError:
+        near = []
+    if near:
+        problems.append(f"{folder / near[0]} (the folder must be named '{name}', in lower case)")
+    return None
+
+
+def find_pairs(root, left_out: Optional[dict] = None) -> List[Pair]:
     """Every (blur, sharp) pair of a GoPro-layout folder, sorted; a clear error for a folder
-    without pairs or with files that have no partner."""
+    without pairs, with files that have no partner or cannot be read (dangling links, link
+    loops), with a scene that has only one of blur/ and sharp/ (or ``Blur/``: the names are
+    case-sensitive), or with a root that is a scene itself *and* holds scene folders.
+
+    What is left out without being an error is recorded in ``left_out`` (when given):
+    ``"folders"``, the folders that are not scenes (nor blur/ or sharp/ of one), and
+    ``"files"``, the files that are not images; :func:`left_out_notes` words them."""
     root = Path(root)
+    left_out = {} if left_out is None else left_out
+    left_out.setdefault("folders", [])
+    left_out.setdefault("files", [])
     if not root.is_dir():
         raise DatasetError(f"Dataset '{root}' is not a folder. Give a folder in the GoPro "
                            f"layout (<scene>/blur/*.png next to <scene>/sharp/*.png) or a "
                            f"datalist file with --datalist.")
-    scenes = [root] if (root / "blur").is_dir() else sorted(
-        d for d in root.iterdir() if d.is_dir() and (d / "blur").is_dir())
+    problems: List[str] = []
+    entries = sorted(root.iterdir())
+    sub = {}  # folder -> (blur, sharp) folders found in it
+    for d in [root] + entries:
+        if d is not root and _unreadable(d) is not None:
+            problems.append(_unreadable(d))
+            continue
+        if d.is_dir():
+            sub[d] = (_subfolder(d, "blur", problems), _subfolder(d, "sharp", problems))
+    root_is_scene = any(sub[root])
+    inner = [d for d in entries if d in sub and any(sub[d])]
+    if root_is_scene and inner:
+        problems.append(f"{root} holds blur/ or sharp/ itself and also scene folders "
+                        f"({_few(d.name for d in inner)}); give one layout: either the scene "
+                        f"itself or a folder of scenes")
+    scenes = [root] if root_is_scene else inner
+    for d in entries:
+        if d not in sub:
+            if _unreadable(d) is None:
+                left_out["files"].append(str(d))
+        elif root_is_scene:
+            if d.name not in ("blur", "sharp"):
+                left_out["folders"].append(str(d))
+        elif d not in inner:
+            left_out["folders"].append(str(d))
     pairs: List[Pair] = []
     unpaired: List[str] = []
     for scene in scenes:
-        if not (scene / "sharp").is_dir():
-            unpaired.append(f"{scene / 'blur'} (no sharp/ folder beside it)")
+        blur_dir, sharp_dir = sub[scene]
+        if scene is not root:
+            for d in sorted(scene.iterdir()):
+                if d.name.lower() in ("blur", "sharp"):
+                    continue  # the scene's own (or a misnamed one, already a problem)
+                why = _unreadable(d)
+                if why is not None:
+                    problems.append(why)
+                else:
+                    left_out["folders" if d.is_dir() else "files"].append(str(d))
+        if blur_dir is None or sharp_dir is None:
+            have, lack = ("blur", "sharp") if blur_dir is not None else ("sharp", "blur")
+            if blur_dir is not None or sharp_dir is not None:
+                problems.append(f"{scene / have} (no {lack}/ folder beside it)")
             continue
-        blur, sharp = _images(scene / "blur"), _images(scene / "sharp")
+        blur = _images(blur_dir, problems, left_out)
+        sharp = _images(sharp_dir, problems, left_out)
         unpaired += [str(blur[n]) for n in sorted(set(blur) - set(sharp))]
         unpaired += [str(sharp[n]) for n in sorted(set(sharp) - set(blur))]
         pairs += [Pair(blur[n], sharp[n]) for n in sorted(set(blur) & set(sharp))]
-    if unpaired:
-        raise DatasetError(f"Dataset '{root}': {len(unpaired)} image(s) have no partner of the "
-                           f"same name in the other folder: {_few(unpaired)}. Every "
-                           f"<scene>/blur/NAME needs a <scene>/sharp/NAME; remove or complete "
-                           f"them.")
+    if problems or unpaired:
+        parts = []
+        if problems:
+            parts.append(f"{len(problems)} entr{'y' if len(problems) == 1 else 'ies'} cannot "
+                         f"be used: {_few(problems)}")
+        if unpaired:
+            parts.append(f"{len(unpaired)} image(s) have no partner of the same name in the "
+                         f"other folder: {_few(unpaired)}")
+        raise DatasetError(f"Dataset '{root}': {'; '.join(parts)}. Every <scene>/blur/NAME "
+                           f"needs a readable <scene>/sharp/NAME; fix, complete or remove "
+                           f"them. Nothing was left out silently, so nothing ran.")
     if not pairs:
         raise DatasetError(f"Dataset '{root}' holds no image pairs: expected <scene>/blur/NAME "
                            f"next to <scene>/sharp/NAME ({', '.join(IMAGE_EXTENSIONS)}).")
     return pairs
 
 
+def left_out_notes(root, left_out: dict) -> List[str]:
+    """One note per kind of entry :func:`find_pairs` left out (none when nothing was)."""
+    notes = []
+    folders, files = left_out.get("folders", []), left_out.get("files", [])
+    if folders:
+        notes.append(f"note: dataset '{root}': left out {len(folders)} folder(s) that are not "
+                     f"scenes nor a scene's blur/ or sharp/: {_few(folders)}")
+    if files:
+        notes.append(f"note: dataset '{root}': left out {len(files)} file(s) that are not "
+                     f"images in a blur/ or sharp/ folder ({', '.join(IMAGE_EXTENSIONS)}): "
+                     f"{_few(files)}")
+    return notes
+
+
+def left_out_summary(left_out: dict) -> str:
+    """``"left out 2 folder(s), 3 file(s)"`` for a summary line ("" when nothing was)."""
+    counts = [f"{len(left_out[k])} {k[:-1]}(s)" for k in ("folders", "files")
+              if left_out.get(k)]
+    return f"left out {', '.join(counts)}" if counts else ""
+
+
 def read_datalist(path, root=None) -> List[Pair]:
     """The pairs of the original's datalist: ``sharp blur`` per line (blank lines and ``#``
-    comments skipped), relative to ``root`` (default: the list's folder)."""
+    comments skipped), relative to ``root`` (default: the list's folder). Read line by line;
+    a list larger than :data:`srn_port.core.limits.DATALIST_BYTES` is refused unread."""
     path = Path(path)
     root = Path(root) if root is not None else path.parent
+    most = limits.DATALIST_BYTES.value()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        size = regular_file_size(path, "datalist")
+    except SrnPortError as exc:
+        raise DatasetError(str(exc)) from None
+    if size > most:
+        raise DatasetError(f"The datalist '{path}' is {size:,} bytes, more than the limit of "
+                           f"{most:,} bytes (about {most // 100:,} pairs); if it is really a "
+                           f"datalist, raise the limit with {limits.DATALIST_BYTES.env}=N.")
+    pairs, bad, shown = [], 0, []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                fields = line.split()
+                if len(fields) != 2:
+                    bad += 1
+                    if len(shown) < _LISTING:
+                        shown.append(f"line {number}: {line[:60]!r}")
+                    continue
+                sharp, blur = fields
+                pairs.append(Pair(root / blur, root / sharp))
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"Cannot read the datalist '{path}' ({exc}).") from None
-    pairs, bad = [], []
-    for number, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split()
-        if len(fields) != 2:
-            bad.append(f"line {number}: {line[:60]!r}")
-            continue
-        sharp, blur = fields
-        pairs.append(Pair(root / blur, root / sharp))
     if bad:
-        raise DatasetError(f"Datalist '{path}': {len(bad)} line(s) are not 'SHARP_PATH "
+        more = f" and {bad - len(shown)} more" if bad > len(shown) else ""
+        raise DatasetError(f"Datalist '{path}': {bad} line(s) are not 'SHARP_PATH "
                            f"BLUR_PATH' (two paths, ground truth first, as the original's "
-                           f"datalist): {_few(bad)}.")
+                           f"datalist): {', '.join(shown)}{more}.")
     if not pairs:
         raise DatasetError(f"Datalist '{path}' lists no pairs.")
     return pairs
 
 
-def check_pairs(pairs: Sequence[Pair], crop: Optional[int] = None) -> None:
+def check_pairs(pairs: Sequence[Pair], crop: Optional[int] = None,
+                advice: Optional[str] = None) -> None:
     """Each pair readable, blur and sharp the same size, both at least ``crop`` on each side;
-    from the headers only. Raises one DatasetError listing the problems."""
+    from the headers only. Raises one DatasetError listing the problems, ending with
+    ``advice`` (default: training's, which names --crop)."""
     problems = []
     for pair in pairs:
         sizes = []
@@ -146,9 +273,11 @@ def check_pairs(pairs: Sequence[Pair], crop: Optional[int] = None) -> None:
             problems.append(f"{pair.blur}: {sizes[0][0]}x{sizes[0][1]} is smaller than the "
                             f"{crop}x{crop} crop")
     if problems:
+        if advice is None:
+            advice = ("Fix or remove them (or choose a smaller --crop) before training; "
+                      "nothing was trained.")
         raise DatasetError(f"{len(problems)} of {len(pairs)} pair(s) cannot be used: "
-                           f"{_few(problems)}. Fix or remove them (or choose a smaller --crop) "
-                           f"before training; nothing was trained.")
+                           f"{_few(problems)}. {advice}")
 
 
 def load_pair(pair: Pair, channels: int) -> Tuple[np.ndarray, np.ndarray]:
