@@ -415,3 +415,95 @@ def test_a_datalist_is_read_line_by_line(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(listing)], capture_output=True,
                          text=True, check=True).stdout.split()
     assert out[0] == "1" and int(out[1]) < 5 * 1024, out  # KB: < 5 MB for a 20 MB list
+
+
+# -- 6, 7, 8, 12. --resume-tf: every slot, beta power and step validated before training --------
+
+RESUME = ["--steps", "600000", "--width", "2", "--crop", "32", "--batch", "1"]
+
+
+def tf_run(folder: Path, change) -> Path:
+    tensors = srn_tensors(CFG)
+    change(tensors)
+    write_srn_checkpoint(folder, CFG, tensors=tensors)
+    return folder
+
+
+W = "g_net/enc1_1/weights"
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("another size", f"{W}/Adam has shape [5, 5, 6, 3], its weight [5, 5, 6, 2]"),
+    ("permuted", f"{W}/Adam_1 has shape [2, 6, 5, 5], its weight [5, 5, 6, 2]"),
+    ("scalar", f"{W}/Adam has shape [], its weight [5, 5, 6, 2]"),
+    ("string slot", f"{W}/Adam is DT_STRING, not floating point"),
+    ("integer slot", f"{W}/Adam_1 is DT_INT32, not floating point"),
+    ("string beta1_power", "beta1_power is a DT_STRING of shape [], not a floating-point scalar"),
+    ("beta2_power vector", "beta2_power is a DT_FLOAT of shape [2], not a floating-point scalar"),
+    ("beta1_power 1", "beta1_power is 1.0, outside [0, 1)"),
+    ("beta2_power NaN", "beta2_power is nan, outside [0, 1)"),
+    ("step -5", "the global step 'Variable' is -5, negative"),
+    ("step float", "the global step 'Variable' is a DT_FLOAT of shape [], not an integer"),
+    ("NaN in Adam_1", f"{W}/Adam_1 holds 1 NaN value(s) of 300"),
+    ("Inf in Adam", f"{W}/Adam holds 1 infinite value(s) of 300"),
+    ("negative Adam_1", f"{W}/Adam_1 holds 300 negative value(s) of 300"),
+])
+def test_a_damaged_adam_state_is_refused_before_training(tmp_path, case, needle):
+    def change(t):
+        if case == "another size":
+            t[f"{W}/Adam"] = np.zeros((5, 5, 6, 3), np.float32)
+        elif case == "permuted":
+            t[f"{W}/Adam_1"] = np.abs(t[f"{W}/Adam_1"]).transpose(3, 2, 0, 1).copy()
+        elif case == "scalar":
+            t[f"{W}/Adam"] = np.float32(0.5)
+        elif case == "string slot":
+            t[f"{W}/Adam"] = np.array(b"zeros", dtype=object)
+        elif case == "integer slot":
+            t[f"{W}/Adam_1"] = np.ones((5, 5, 6, 2), np.int32)
+        elif case == "string beta1_power":
+            t["beta1_power"] = np.array(b"0.9", dtype=object)
+        elif case == "beta2_power vector":
+            t["beta2_power"] = np.array([0.9, 0.9], np.float32)
+        elif case == "beta1_power 1":
+            t["beta1_power"] = np.float32(1.0)
+        elif case == "beta2_power NaN":
+            t["beta2_power"] = np.float32("nan")
+        elif case == "step -5":
+            t["Variable"] = np.int32(-5)
+        elif case == "step float":
+            t["Variable"] = np.float32(3.0)
+        elif case == "NaN in Adam_1":
+            t[f"{W}/Adam_1"].flat[7] = np.nan
+        elif case == "Inf in Adam":
+            t[f"{W}/Adam"].flat[3] = np.inf
+        else:
+            t[f"{W}/Adam_1"] = -np.abs(t[f"{W}/Adam_1"]) - 1
+
+    ckpt = tf_run(tmp_path / "tf", change)
+    before = digest(ckpt)
+    res = run("train", tmp_path / "run", "--synthetic", "--resume-tf", ckpt, *RESUME)
+    text = one_paragraph_error(res)
+    assert needle in text, text
+    assert "no usable Adam state" in text and "--init" in text
+    if "NaN" in case:
+        assert "negative value" not in text  # a NaN is reported as a NaN
+    assert not (tmp_path / "run").exists()  # 11: a refused run creates nothing
+    assert digest(ckpt) == before
+
+
+def test_a_sound_adam_state_still_resumes(tmp_path):
+    ckpt = tf_run(tmp_path / "tf", lambda t: None)
+    res = run("train", tmp_path / "run", "--synthetic", "--resume-tf", ckpt, "--steps",
+              "523001", *RESUME[2:], "--crop", "16")
+    assert res.exit_code == 0, res.output
+    assert "trained steps 523000..523001" in res.output
+
+
+def test_other_refused_trains_create_no_folder(tmp_path, weights):
+    out = tmp_path / "a" / "run"
+    for args in (["--init", weights, "--width", "4"],  # a width-2 model into a width-4 run
+                 ["--resume"],  # nothing to resume
+                 ["--batch", "0"]):
+        res = run("train", out, "--synthetic", "--steps", "2", "--crop", "16", *args)
+        one_paragraph_error(res)
+        assert not (tmp_path / "a").exists(), args

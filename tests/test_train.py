@@ -141,5 +141,5 @@ def test_a_negative_second_moment_is_not_adam_state(tmp_path):
     tensors = srn_tensors(config)
     tensors["g_net/enc1_1/weights/Adam_1"] = -tensors["g_net/enc1_1/weights/Adam_1"] - 1
     prefix = write_srn_checkpoint(tmp_path / "w", config, tensors=tensors)
-    with pytest.raises(ConversionError, match="enc1_1/weights/Adam_1 holds negative values"):
+    with pytest.raises(ConversionError, match=r"enc1_1/weights/Adam_1 holds [0-9,]+ negative value"):
         read_adam_state(prefix)

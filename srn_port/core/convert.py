@@ -7,6 +7,7 @@ every variable (:mod:`srn_port.core.naming`) -> check against the model's own pa
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -171,25 +172,59 @@ def read_adam_state(path, step: Optional[int] = None) -> dict:
                 f"/Adam and /Adam_1 slots, beta1_power, beta2_power); start from the weights "
                 f"alone instead (no resume).")
         state: dict = {"m": {}, "v": {}}
-        for tf_name, param in conv.mapped.items():
-            for key, slot in (("m", "Adam"), ("v", "Adam_1")):
-                value = reader.get_tensor(f"{tf_name}/{slot}")
-                state[key][param] = np.ascontiguousarray(
-                    tf_to_torch_tensor(value).astype(np.float32, copy=False))
-                if not np.isfinite(state[key][param]).all() or (
-                        key == "v" and (state[key][param] < 0).any()):
-                    raise ConversionError(
-                        f"Checkpoint '{reader.prefix}': {tf_name}/{slot} holds "
-                        f"{'negative' if key == 'v' else 'NaN or infinite'} values, which "
-                        f"Adam's {'second' if key == 'v' else 'first'} moment never has; the "
-                        f"checkpoint is damaged or not from Adam. Start from its weights "
-                        f"alone instead.")
+        problems: List[str] = []
+        floats = ("DT_FLOAT", "DT_HALF", "DT_BFLOAT16", "DT_DOUBLE")
+        # from the index first (no data read): every slot a float tensor of its weight's shape
+        for tf_name in conv.mapped:
+            want = tuple(reader.info(tf_name).shape)
+            for slot in ("Adam", "Adam_1"):
+                info = reader.info(f"{tf_name}/{slot}")
+                if info.tf_dtype not in floats:
+                    problems.append(f"{tf_name}/{slot} is {info.tf_dtype}, not floating point")
+                elif tuple(info.shape) != want:
+                    problems.append(f"{tf_name}/{slot} has shape {list(info.shape)}, its weight "
+                                    f"{list(want)}")
         for key in ("beta1_power", "beta2_power"):
-            value = reader.get_tensor(key)
-            # 0 is valid: beta1^t underflows float32 after ~1000 steps, as in TF
-            if value.shape != () or not np.isfinite(value) or not 0 <= float(value) < 1:
-                raise ConversionError(f"Checkpoint '{reader.prefix}': {key} is {value!r}; Adam's "
-                                      f"bias-correction power must be a scalar in [0, 1).")
-            state[key] = float(np.float32(value))
+            info = reader.info(key)
+            if info.tf_dtype not in floats or tuple(info.shape) != ():
+                problems.append(f"{key} is a {info.tf_dtype} of shape {list(info.shape)}, not a "
+                                f"floating-point scalar")
+        step_var = next((n for n in _STEP_VARS if n in names), None)
+        if step_var is not None:
+            info = reader.info(step_var)
+            if info.tf_dtype not in ("DT_INT32", "DT_INT64") or tuple(info.shape) != ():
+                problems.append(f"the global step '{step_var}' is a {info.tf_dtype} of shape "
+                                f"{list(info.shape)}, not an integer scalar")
+        if not problems:  # then the values: finite moments, v >= 0, powers in [0, 1), step >= 0
+            for tf_name, param in conv.mapped.items():
+                for key, slot in (("m", "Adam"), ("v", "Adam_1")):
+                    value = np.ascontiguousarray(tf_to_torch_tensor(
+                        reader.get_tensor(f"{tf_name}/{slot}")).astype(np.float32, copy=False))
+                    nan = int(np.count_nonzero(np.isnan(value)))
+                    inf = int(np.count_nonzero(np.isinf(value)))
+                    neg = int(np.count_nonzero(value < 0)) if key == "v" else 0
+                    bad = [f"{n:,} {what}" for n, what in ((nan, "NaN"), (inf, "infinite"),
+                                                            (neg, "negative")) if n]
+                    if bad:
+                        problems.append(f"{tf_name}/{slot} holds {' and '.join(bad)} value(s) "
+                                        f"of {value.size:,}")
+                    state[key][param] = value
+            for key in ("beta1_power", "beta2_power"):
+                value = float(np.float32(reader.get_tensor(key)))
+                if not (math.isfinite(value) and 0 <= value < 1):
+                    problems.append(f"{key} is {value!r}, outside [0, 1)")
+                state[key] = value
+            if conv.step is not None and conv.step < 0:
+                problems.append(f"the global step '{step_var}' is {conv.step}, negative")
+        if problems:
+            raise ConversionError(
+                f"Checkpoint '{reader.prefix}' holds no usable Adam state to resume from: "
+                f"{'; '.join(problems[:_LISTING_LIMIT // 4])}"
+                f"{f' and {len(problems) - _LISTING_LIMIT // 4} more' if len(problems) > _LISTING_LIMIT // 4 else ''}. "
+                f"Adam's slots are floating-point tensors of their weight's shape, finite, the "
+                f"second (/Adam_1) never negative; beta1_power and beta2_power are scalars in "
+                f"[0, 1) and the global step an integer >= 0. The checkpoint is damaged or not "
+                f"from Adam; start from its weights alone instead (--init), which resets the "
+                f"optimizer.")
     state["step"] = conv.step
     return state
