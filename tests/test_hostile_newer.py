@@ -507,3 +507,22 @@ def test_other_refused_trains_create_no_folder(tmp_path, weights):
         res = run("train", out, "--synthetic", "--steps", "2", "--crop", "16", *args)
         one_paragraph_error(res)
         assert not (tmp_path / "a").exists(), args
+
+
+# -- 9. an error in a DataLoader worker reads as the same one paragraph ------------------------
+
+@pytest.mark.slow
+def test_a_worker_error_is_the_same_paragraph_as_in_process(tmp_path):
+    data = gopro(tmp_path / "data", scenes=("s1",), per_scene=1, size=(48, 48))
+    png = data / "s1" / "blur" / "0.png"
+    png.write_bytes(png.read_bytes()[:200])  # header intact, pixel data cut
+    texts = {}
+    for workers in ("0", "1"):
+        res = run("train", tmp_path / f"run{workers}", "--data", data, "--workers", workers,
+                  *TRAIN)
+        text = one_paragraph_error(res)
+        assert "0.png" in text and "Original Traceback" not in text
+        assert "DataLoader worker" not in text and 'File "' not in text
+        texts[workers] = text.replace(f"run{workers}", "run")
+    assert texts["0"] == texts["1"]
+    assert not (tmp_path / "run0").exists() and not (tmp_path / "run1").exists()

@@ -70,6 +70,21 @@ class TrainError(SrnPortError):
     """Training cannot start or resume as asked."""
 
 
+class PairLoadError(TrainError):
+    """A training pair that cannot be loaded. Raised in a DataLoader worker, it reaches the
+    main process as torch re-creates it there: ``PairLoadError(torch's text)``, which holds
+    the worker's whole traceback, ending with ``...PairLoadError: <the message>``; only that
+    message is kept, so the error reads the same with and without workers."""
+
+    _WORKER = "Original Traceback"
+
+    def __init__(self, message: str):
+        message = str(message)
+        if self._WORKER in message:
+            message = message.rsplit(f"{type(self).__name__}: ", 1)[-1].strip()
+        super().__init__(message)
+
+
 @dataclass
 class TrainConfig:
     variant: str = "color"
@@ -109,7 +124,11 @@ class PairCrops(Dataset):
         return self.pairs[int(self._perms[epoch][k % n])]
 
     def __getitem__(self, k: int):
-        blur, sharp = load_pair(self._pair(k), self.channels)
+        try:
+            blur, sharp = load_pair(self._pair(k), self.channels)
+        except SrnPortError as exc:  # the same one paragraph from a worker process too
+            raise PairLoadError(f"{exc} Fix or remove the pair; the last saved state is "
+                                f"kept.") from None
         rng = np.random.default_rng([_CROP_STREAM, self.seed, k])
         blur, sharp = random_crop(blur, sharp, self.crop, rng)
         return torch.from_numpy(blur.transpose(2, 0, 1)), torch.from_numpy(sharp.transpose(2, 0, 1))
