@@ -15,10 +15,12 @@ import torch
 import torch.nn as nn
 from torch.export import Dim
 
-from ..core.errors import SrnPortError
-from ..core.fileio import atomic_write, check_new_file
+from ..core.errors import ModelFileError, SrnPortError
+from ..core.fileio import atomic_write, check_new_file, regular_file_size
+from ..core.limits import MODEL_BYTES
 from ..core.network import SIZE_MULTIPLE
 from ..core.options import BACKENDS
+from ..core.pt2check import check_pt2_archive
 from ..nn.model import SRN
 from .weights import load_model
 
@@ -127,7 +129,7 @@ class OnnxModel:
             meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False)
                     .metadata_props}
         except Exception as exc:
-            raise SrnPortError(f"'{path}' is not a readable ONNX file ({exc}).") from None
+            raise ModelFileError(f"'{path}' is not a readable ONNX file ({exc}).") from None
         if METADATA_KEY not in meta:
             raise SrnPortError(f"'{path}' is an ONNX file but not one exported by srn-port "
                                f"(no srn_port metadata); export one with: srn-port export "
@@ -142,7 +144,7 @@ class OnnxModel:
             self.session = ort.InferenceSession(str(path), options,
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise SrnPortError(f"ONNX Runtime cannot load '{path}' ({exc}). Export it again "
+            raise ModelFileError(f"ONNX Runtime cannot load '{path}' ({exc}). Export it again "
                                f"with srn-port export.") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -162,6 +164,63 @@ class OnnxModel:
         return [torch.from_numpy(o) for o in outs]
 
 
+def load_program_safely(path, extra_files: Optional[dict] = None):
+    """``torch.export.load`` of ``path``, but only after :func:`srn_port.core.pt2check.
+    check_pt2_archive` found nothing in it that would run code (pickles, compiled code,
+    code in guards or symbolic shapes, operators outside the allow-list) and its sample
+    inputs loaded with ``weights_only=True``. The file is read once into memory (bounded
+    by :data:`srn_port.core.limits.MODEL_BYTES`), so what was checked is what is loaded."""
+    import io
+    import zipfile
+
+    path = Path(path)
+    size = regular_file_size(path, "exported model")
+    limit = MODEL_BYTES.value()
+    if size > limit:
+        raise ModelFileError(f"'{path}' is {size:,} bytes, more than the {limit:,} that "
+                             f"srn-port reads for an exported model ({MODEL_BYTES.env} "
+                             f"raises the limit).")
+    data = path.read_bytes()
+    unreadable = (f"'{path}' is not a readable torch.export program ({{}}). Export it again "
+                  f"with srn-port export.")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+        reader = torch._C.PyTorchFileReader(io.BytesIO(data))
+        records = reader.get_all_records()
+    except (zipfile.BadZipFile, RuntimeError, ValueError, OSError) as exc:
+        raise ModelFileError(unreadable.format(str(exc).splitlines()[0][:200])) from None
+
+    def read(name: str) -> bytes:
+        try:
+            return bytes(reader.get_record(name))
+        except RuntimeError as exc:
+            raise ModelFileError(unreadable.format(str(exc).splitlines()[0][:200])) from None
+
+    sample = check_pt2_archive(
+        path, records, read, [i.filename for i in infos],
+        [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.load(io.BytesIO(sample), map_location="cpu", weights_only=True)
+    except Exception:
+        # torch.export.load would retry it with weights_only=False: never for a stranger's file
+        raise ModelFileError(
+            f"'{path}' is refused: its sample inputs (data/sample_inputs/model.pt) do not "
+            f"load safely (weights_only: tensors and plain containers only), and torch would "
+            f"load them again with weights_only=False, which can run code from the file. A "
+            f".pt2 written by srn-port export does not have this; export the model again "
+            f"(srn-port export WEIGHTS model.pt2).") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.export.load(io.BytesIO(data), extra_files=extra_files)
+    except Exception as exc:
+        raise ModelFileError(unreadable.format(str(exc).splitlines()[0][:200]
+                                               if str(exc) else type(exc).__name__)) from None
+
+
 class ExportedProgram(nn.Module):
     """A ``.pt2`` file written by :func:`export_model` (``torch.export.load``), called like
     :class:`SRN`: NCHW float32 in, the list of its level outputs (coarse to fine; only the
@@ -171,11 +230,7 @@ class ExportedProgram(nn.Module):
         super().__init__()
         path = Path(path)
         extra = {METADATA_FILE: ""}
-        try:
-            program = torch.export.load(str(path), extra_files=extra)
-        except Exception as exc:
-            raise SrnPortError(f"'{path}' is not a readable torch.export program ({exc}). "
-                               f"Export it again with srn-port export.") from None
+        program = load_program_safely(path, extra)
         if not extra[METADATA_FILE]:
             raise SrnPortError(f"'{path}' is a torch.export program but not one exported by "
                                f"srn-port (no {METADATA_FILE}); export one with: srn-port "

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -278,8 +279,9 @@ class Trainer:
             self.opt.load_state_dict(state["optimizer"])
             step = int(state["step"])
         except Exception as exc:
-            raise TrainError(f"'{path}' is not a readable srn-port training state ({exc}); "
-                             f"start a new run in another folder.") from None
+            raise TrainError(f"'{path}' is not a readable srn-port training state "
+                             f"({_load_failure(exc)}); start a new run in another "
+                             f"folder.") from None
         changed = [f"{k}: {saved.get(k)!r} -> {getattr(self.config, k)!r}" for k in _RESUME_KEYS
                    if saved.get(k) != getattr(self.config, k)]
         if changed:
@@ -486,6 +488,15 @@ def held_out(pairs: Optional[Sequence[Pair]], channels: int, n: int = 8, size: i
     return out
 
 
+def _load_failure(exc: Exception) -> str:
+    """One line on why a state file did not load. torch's own text for a refused pickle is
+    several paragraphs that end in advice to unpickle it anyway: never given here."""
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+        return ("it holds objects other than tensors and plain containers, which srn-port "
+                "never unpickles: they could run code")
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
 def read_training_state(path) -> tuple:
     """(weights, Adam state, metadata) of a ``train_state.pt``: the weights as numpy arrays
     by parameter name, the state as :func:`srn_port.core.export.tf_variables` takes it
@@ -503,7 +514,8 @@ def read_training_state(path) -> tuple:
         config = state["config"]
         meta = {"variant": config["variant"], "width": config["width"], "step": int(state["step"])}
     except Exception as exc:
-        raise TrainError(f"'{path}' is not a readable srn-port training state ({exc}).") from None
+        raise TrainError(f"'{path}' is not a readable srn-port training state "
+                         f"({_load_failure(exc)}).") from None
     if len(m) != len(names):  # a state saved before the first step has no moments yet
         return weights, None, meta
     return weights, {"m": m, "v": v, "beta1_power": b1p, "beta2_power": b2p}, meta

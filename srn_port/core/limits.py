@@ -50,3 +50,6 @@ IMAGE_BYTES = Limit("SRN_PORT_MAX_IMAGE_BYTES", 2**30, "the largest image file r
 #: each for GoPro-style 63-byte lines: about 10x the list). GoPro's training list is 0.2 MB
 #: (2,103 pairs); 64 MiB is about a million pairs and 0.7 GB in memory.
 DATALIST_BYTES = Limit("SRN_PORT_MAX_DATALIST_BYTES", 64 * 2**20, "the largest datalist read")
+#: Bytes of an exported model (.pt2) file, read whole into memory before it is checked and
+#: opened (srn-port's full-width export is ~30 MB).
+MODEL_BYTES = Limit("SRN_PORT_MAX_MODEL_BYTES", 2**30, "the largest exported model file read")

@@ -135,6 +135,51 @@ def _h5py():
     return h5py
 
 
+#: HDF5 filters a golden may use: the ones built into HDF5 and h5py. Another filter id
+#: makes HDF5 search its plugin folders for a shared library to load.
+_BUILTIN_FILTERS = {"gzip", "shuffle", "fletcher32", "lzf", "scaleoffset", "szip"}
+
+
+def _refuse_outside_references(f, path: Path) -> None:
+    """A golden is one self-contained file: refuse external and soft links, datasets stored
+    in other files (external storage) or assembled from them (virtual datasets), and
+    filters outside :data:`_BUILTIN_FILTERS`, before any of them is followed or read."""
+    h5py = _h5py()
+
+    def refuse(name: str, what: str):
+        raise GoldenError(
+            f"'{path}' is refused: its entry '{name}' {what}. A golden file written by "
+            f"{MAKE_GOLDEN} holds all its data itself; reading this one would open other "
+            f"files on this machine. Regenerate the golden, or use the committed one.")
+
+    def walk(group, prefix: str):
+        for key in group.keys():
+            name = f"{prefix}/{key}"
+            link = group.get(key, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                refuse(name, f"is a link into another file ('{link.filename}')")
+            if isinstance(link, h5py.SoftLink):
+                refuse(name, f"is a soft link (to '{link.path}')")
+            obj = group[key]
+            if isinstance(obj, h5py.Group):
+                walk(obj, name)
+            elif isinstance(obj, h5py.Dataset):
+                if obj.external:
+                    refuse(name, f"is stored in another file ({obj.external[0][0]!r})")
+                if obj.is_virtual:
+                    refuse(name, "is a virtual dataset assembled from other files")
+                unknown = [str(k) for k in obj._filters if k not in _BUILTIN_FILTERS]
+                if unknown:
+                    refuse(name, f"needs the HDF5 filter {unknown[0]}, which HDF5 would load "
+                                 f"as a plugin library")
+
+    try:
+        walk(f, "")
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise GoldenError(f"'{path}': its structure cannot be read ({type(exc).__name__}: "
+                          f"{exc}). Regenerate it with {MAKE_GOLDEN}.") from None
+
+
 class GoldenFile:
     """An open golden file, validated; tensors are read on access (bounded memory).
 
@@ -157,6 +202,7 @@ class GoldenFile:
                 f"corrupted. Restore it (git checkout -- {self.path}) or regenerate it: "
                 f"{regenerate_command(self.path.stem)}") from None
         try:
+            _refuse_outside_references(self._f, self.path)
             try:
                 self.info = self._validate()
             except (TypeError, KeyError, ValueError, AttributeError, OSError) as exc:
