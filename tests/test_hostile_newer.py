@@ -526,3 +526,31 @@ def test_a_worker_error_is_the_same_paragraph_as_in_process(tmp_path):
         texts[workers] = text.replace(f"run{workers}", "run")
     assert texts["0"] == texts["1"]
     assert not (tmp_path / "run0").exists() and not (tmp_path / "run1").exists()
+
+
+# -- 12. export checks its destination before the export ----------------------------------------
+
+def test_export_into_a_read_only_or_missing_folder_is_refused_before_exporting(tmp_path,
+                                                                             weights):
+    import subprocess
+    import time
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)],
+                         capture_output=True)
+    if res.returncode or not os.path.ismount(ro):
+        pytest.skip("no read-only mount possible here (chmod does not stop root)")
+    try:
+        for name in ("m.onnx", "m.pt2"):
+            start = time.perf_counter()
+            res = run("export", weights, ro / name)
+            took = time.perf_counter() - start
+            text = one_paragraph_error(res)
+            assert "Read-only file system" in text and str(ro) in text, text
+            assert took < 5, took  # refused before the export (which takes ~30 s), not after
+        text = one_paragraph_error(run("export", weights, tmp_path / "missing" / "m.onnx"))
+        assert "does not exist" in text
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+    assert list(tmp_path.iterdir()) == [ro]

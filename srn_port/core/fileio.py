@@ -342,18 +342,17 @@ def input_clash(path, inputs=()) -> Optional[Path]:
     return None
 
 
-def check_writable_folder(folder, what: str) -> None:
-    """Create and delete a temporary file in ``folder`` (a real probe: it catches a
+def check_writable_folder(path, what: str) -> None:
+    """Create and delete a temporary file beside ``path`` (a real probe: it catches a
     read-only file system and missing permissions, for root too), so that a long run
     (an export, an evaluation) is refused before it starts rather than after."""
-    folder = Path(folder)
+    path = Path(path)
     try:
-        with tempfile.TemporaryFile(dir=folder, prefix=f"{TMP_PREFIX}srn-port-probe."):
+        with tempfile.TemporaryFile(dir=path.parent, prefix=f"{TMP_PREFIX}srn-port-probe."):
             pass
     except OSError as exc:
-        raise FileWriteError(f"Cannot write the {what} into '{folder}': "
-                             f"{exc.strerror or exc}. Nothing was done; choose a folder you "
-                             f"can write to.") from None
+        raise write_failure(path, exc, kept=f"Nothing was done (the {what} is checked before "
+                                            f"any work)") from None
 
 
 def check_new_file(path, what: str, inputs=(), force: bool = False) -> Path:
@@ -378,7 +377,7 @@ def check_new_file(path, what: str, inputs=(), force: bool = False) -> Path:
     if not path.parent.is_dir():
         raise SrnPortError(f"The folder '{path.parent}' of the {what} '{path}' does not exist; "
                            f"create it first.")
-    check_writable_folder(path.parent, what)
+    check_writable_folder(path, what)
     return path
 
 
