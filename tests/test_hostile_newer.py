@@ -554,3 +554,16 @@ def test_export_into_a_read_only_or_missing_folder_is_refused_before_exporting(t
     finally:
         subprocess.run(["umount", "-l", str(ro)], capture_output=True)
     assert list(tmp_path.iterdir()) == [ro]
+
+
+def test_deblur_writes_nothing_into_its_weights(tmp_path, ckpt_dir):
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(ckpt_dir, ckpt)
+    photo = tmp_path / "a.png"
+    photo.write_bytes(encode_image(picture(16, 16, 0), ".png"))
+    before = digest(ckpt)
+    res = run("deblur", ckpt, photo, "-o", ckpt, "--force")
+    assert res.exit_code == 2 and "would write over or inside WEIGHTS" in flat(res)
+    assert digest(ckpt) == before

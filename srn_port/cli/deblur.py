@@ -241,6 +241,14 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
     jobs, notes = plan_jobs(list(inputs), outdir, compare, force)
     if not jobs:
         raise click.UsageError("No images to deblur in " + _listing(inputs) + ".")
+    from ..core.fileio import input_clash
+
+    for out in (o for j in jobs for o in (j.output, j.compare) if o is not None):
+        if input_clash(out, [weights]) is not None:  # WEIGHTS, its folder or prefix files
+            raise click.UsageError(
+                f"Writing '{out}' would write over or inside WEIGHTS '{weights}', which this "
+                f"run reads; inputs are never modified (even with --force). Choose another "
+                f"-o/--outdir.")
 
     from ..api.deploy import load_inference_model
     from ..api.distributed import distributed, finish_distributed, gather
