@@ -53,6 +53,7 @@ from ..core.options import (DEFAULT_OVERLAP, DEVICES, IMAGE_EXTENSIONS, MODES,  
 from ..data.images import MAX_VALUE, encode_image, read_image, side_by_side  # noqa: F401
 from ..data.images import write_image  # noqa: F401
 from ..nn.model import SRN
+from ..nn.precision import ieee_fp32
 
 Progress = Callable[[int, int], None]
 
@@ -147,27 +148,8 @@ def _numerics(device: torch.device, amp: Optional[torch.dtype]) -> Iterator[None
         if amp is not None and amp != torch.bfloat16:
             stack.enter_context(torch.autocast(device.type, dtype=amp))
         elif device.type == "cuda":
-            stack.enter_context(_ieee_cudnn_conv())
+            stack.enter_context(ieee_fp32())
         yield
-
-
-@contextlib.contextmanager
-def _ieee_cudnn_conv() -> Iterator[None]:
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):
-        old = conv.fp32_precision
-        conv.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            conv.fp32_precision = old
-    else:  # torch before the fp32_precision API
-        old = torch.backends.cudnn.allow_tf32
-        torch.backends.cudnn.allow_tf32 = False
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32 = old
 
 
 # -- the network on float planes -----------------------------------------------------------

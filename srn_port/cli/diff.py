@@ -19,6 +19,16 @@ from ..core.fileio import atomic_write, check_new_file
 from ..core.network import EMULATIONS, N_LEVELS, OUTPUT_NODE
 
 
+#: --precision choices (srn_port.nn.precision.PRECISIONS, without importing torch at start-up).
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+
+
+def _cuda_bf16() -> bool:
+    import torch
+
+    return torch.cuda.is_bf16_supported()
+
+
 #: Exit status of a usage error (click's own usage errors use 2 as well).
 EXIT_USAGE = 2
 EXIT_DIVERGED = 1
@@ -141,7 +151,7 @@ def _input_files(weights: Path, golden, tf_ckpt, image):
 
 
 def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emulate,
-         heatmap, json_out, force=False):
+         heatmap, json_out, force=False, device="cpu", precision="fp32"):
     from ..parity import (GoldenReference, TFReference, compare, compare_outputs, find_golden,
                           image_input, parse_size, random_input, write_heatmap)
     from ..parity.reference import checkpoint_config
@@ -160,6 +170,17 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
         raise SrnPortError(f"--isolate and --emulate act on the layers of a PyTorch model, and "
                            f"'{weights}' is an exported file, which exposes only its level "
                            f"outputs. Use them with the weights it was exported from.")
+    if exported and (device != "cpu" or precision != "fp32"):
+        raise SrnPortError(f"--device and --precision run srn-port's own model; '{weights}' is "
+                           f"an exported file, which runs as it was exported (CPU, fp32). Give "
+                           f"the weights it was exported from.")
+    from ..api.deblur import resolve_device
+
+    dev = resolve_device(device)
+    # tf32 on the CPU is emulated (srn_port.nn.precision.emulate_rounding), and said so;
+    # fp16/bf16 autocast runs on any CPU (slowly without the instructions; goldens are tiny).
+    if precision == "bf16" and dev.type == "cuda" and not _cuda_bf16():
+        raise SrnPortError("--precision bf16: this GPU has no bfloat16 support; use fp16.")
     inputs = _input_files(weights, golden, tf_ckpt, image)
     if json_out is not None and json_out != "-":
         check_new_file(json_out, "--json file", inputs, force)
@@ -186,6 +207,7 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
             raise SrnPortError(f"There is no layer '{layer}' in an SRN {model.config.variant} "
                                f"model. Valid names, in graph order: {', '.join(names)}.")
         model.set_emulation(emulate)
+        model.to(dev)
     if tf_ckpt is not None:
         prefix, config = checkpoint_config(tf_ckpt)
         if config != model.config:
@@ -217,7 +239,7 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
                                      model_name=model_name)
         else:
             result = compare(model, reference, isolate=isolate, levels=levels,
-                             layer=detail_layer, model_name=model_name)
+                             layer=detail_layer, model_name=model_name, precision=precision)
     if note:
         result.notes.append(note)
     if heatmap is not None:
@@ -270,9 +292,16 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
                    "else of the output).")
 @click.option("--json", "json_out", help="Write the comparison as JSON to this file ('-': to "
                                          "stdout, instead of the table).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu",  # no mps
+              help="Run the model on this device (auto: cuda when available); the reference "
+                   "stays what it is.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
+              help="The model's arithmetic: fp32 (IEEE, TF32 off: the TF-equal one), tf32 "
+                   "(TF32 convolutions on CUDA, emulated on the CPU), fp16 or bf16 "
+                   "(autocast). A divergence caused by reduced precision is named as such.")
 @click.option("--force", is_flag=True, help="Overwrite existing --json/--heatmap files.")
 def diff(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emulate, heatmap,
-         json_out, force):
+         json_out, device, precision, force):
     """Compare WEIGHTS (a converted .pt/.safetensors file or a TF checkpoint) with the TF
     original, layer by layer and level by level, and explain the first divergence. An
     exported .onnx/.pt2 file is compared on its level outputs, all it exposes.
@@ -280,6 +309,6 @@ def diff(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
     Exit status: 0 all within the tolerance table, 1 divergence, 2 usage error.
     """
     result = _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emulate,
-                  heatmap, json_out, force)
+                  heatmap, json_out, force, device, precision)
     if not result.passed:
         click.get_current_context().exit(EXIT_DIVERGED)

@@ -211,7 +211,8 @@ class SRN(nn.Module):
                 and x.device.type == "cpu" and x.dtype == torch.float32
                 and self.memory_format == torch.channels_last
                 and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-                and not torch.compiler.is_compiling() and fused_conv_available())
+                and not torch.compiler.is_compiling() and not _autocast_on(x)
+                and fused_conv_available())
 
     def run_level(self, level: int, feeds: Mapping[str, torch.Tensor],
                   capture: Optional[Capture] = None,
@@ -278,6 +279,13 @@ class SRN(nn.Module):
             feeds = {"input": x, "prev_output": result[OUTPUT_NODE].detach(),
                      "prev_state": result.get(STATE_NODE)}
         return outputs
+
+
+def _autocast_on(x: torch.Tensor) -> bool:
+    """Whether ``torch.autocast`` is on for ``x``'s device: then the convolutions run in
+    the autocast dtype, which the pool's float32 fused kernel cannot honour, so the plain
+    forward runs instead."""
+    return torch.is_autocast_enabled(x.device.type)
 
 
 def _make_layer(node: Node) -> nn.Module:

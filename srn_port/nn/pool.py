@@ -19,7 +19,7 @@ ResnetBlock adds the block's input in the same pass, into the input's own buffer
 bias is added before the sum and the ReLU after it, as in the unfused graph, so the
 arithmetic is the same (the tests compare both paths; bit-identical where measured).
 
-Used only where it applies: no autograd, float32, NHWC (channels_last) on the CPU, a
+Used only where it applies: no autograd, no autocast, float32, NHWC (channels_last) on the CPU, a
 oneDNN build, no activation capture, no emulation of naive ports, and not while tracing
 or exporting (an exported graph keeps the portable ops).
 """

@@ -22,7 +22,9 @@ from ..core.network import OUTPUT_NODE, STATE_NODE, Node, level_graph
 from ..nn.model import SRN
 from ..core.tolerances import TOLERANCES, node_tolerance_keys, within
 from .detail import LayerDetail, layer_detail
-from .diagnose import Diagnosis, NodeCase, WeightDifference, diagnose, weight_differences
+from ..nn.precision import PRECISIONS, emulate_rounding, numerics
+from .diagnose import (Diagnosis, NodeCase, WeightDifference, diagnose, precision_diagnosis,
+                       precision_pattern, weight_differences)
 from .reference import Reference
 
 
@@ -127,12 +129,18 @@ def check_compatible(model: SRN, reference: Reference) -> None:
 
 def compare(model: SRN, reference: Reference, *, isolate: bool = False,
             levels: Optional[Sequence[int]] = None, layer: Optional[str] = None,
-            diagnose_first: bool = True, model_name: str = "model") -> Comparison:
+            diagnose_first: bool = True, model_name: str = "model",
+            precision: str = "fp32") -> Comparison:
     """Compare ``model`` (as configured, emulation included) with ``reference``.
 
     ``levels``: the levels to compare (earlier ones still run when needed); ``layer``: a node
     name whose detail (:class:`LayerDetail`) is returned for each compared level. The first
     divergent row, in graph order, is diagnosed (:func:`srn_port.parity.diagnose.diagnose`).
+
+    The model runs on the device of its parameters (the reference's tensors are moved
+    there, and its activations back to the CPU to be judged) in ``precision``
+    (:mod:`srn_port.nn.precision`): ``fp32`` is IEEE float32 (TF32 off on CUDA), ``tf32``
+    TF32 convolutions (emulated on the CPU), ``fp16``/``bf16`` autocast.
     """
     check_compatible(model, reference)
     names = model.node_names()
@@ -147,6 +155,19 @@ def compare(model: SRN, reference: Reference, *, isolate: bool = False,
     x = reference.input()
     model.check_input(x)
     model.eval()
+    if precision not in PRECISIONS:
+        raise SrnPortError(f"Unknown precision '{precision}'; expected one of "
+                           f"{', '.join(PRECISIONS)}.")
+    device = next(model.parameters()).device
+    exact_model, notes = model, []
+    if precision == "tf32" and device.type != "cuda":
+        model = emulate_rounding(model, "tf32")
+        notes.append(f"TF32 emulated on the {device.type}: every convolution's input and "
+                     f"weights rounded to 10 mantissa bits, products summed in float32")
+    if precision != "fp32" or device.type != "cpu":
+        notes.append(f"run on {device.type} in {precision}"
+                     f"{' (TF32 off)' if precision == 'fp32' else ''}")
+    x_dev = x.to(device)
     ref_sd = reference_state_dict(reference)
     base = SRN(model.config).eval()
     base.load_state_dict(ref_sd if ref_sd is not None else model.state_dict(), strict=True)
@@ -158,13 +179,16 @@ def compare(model: SRN, reference: Reference, *, isolate: bool = False,
                         reference=reference.description, model=model_name,
                         emulate=tuple(model.emulate), levels=levels, rows=[],
                         weight_differences=wdiffs)
+    result.notes += notes
     if ref_sd is None:
         result.notes.append("the reference's checkpoint is not available: weights not compared")
+    pending = []  # the first divergence, diagnosed once the run is over (outside its numerics)
 
     def judge(level: int, node: Node, ours: torch.Tensor, ref_level, keys: Dict[str, str],
               chained: bool) -> None:
         ref = ref_level[node.name]
         key = keys[node.name]
+        ours = ours.detach().float().cpu()
         row = judge_row(level, node.name, node.op, ours, ref, key)
         result.rows.append(row)
         if node.name == layer and row.shape == tuple(ours.shape):
@@ -179,12 +203,12 @@ def compare(model: SRN, reference: Reference, *, isolate: bool = False,
                 feeds = reference.feeds(level)
                 args = [feeds[i] if i in feeds else ref_level[i] for i in node.inputs]
                 case = NodeCase(node, level, level_size(x.shape[-2], x.shape[-1], level), args,
-                                ref, model, base)
+                                ref, model, base, precision=precision, exact=exact_model)
                 skipped = [lv for lv in range(level) if lv not in levels] if chained else []
-                result.diagnosis = diagnose(case, row.max_rel_err if chained else None, wdiffs,
-                                            skipped)
+                pending.append((case, row.max_rel_err if chained else None, skipped))
 
-    with torch.no_grad():
+    with torch.no_grad(), numerics(device.type, "fp32" if model is not exact_model
+                                   else precision):
         if isolate:
             for level in levels:
                 ref_level = reference.level(level)
@@ -192,9 +216,11 @@ def compare(model: SRN, reference: Reference, *, isolate: bool = False,
                 keys = node_tolerance_keys(model.graph, level, isolate=True)
                 size = level_size(x.shape[-2], x.shape[-1], level)
                 for node in model.graph:
-                    args = [feeds[i] if i in feeds else ref_level[i] for i in node.inputs]
+                    args = [(feeds[i] if i in feeds else ref_level[i]).to(device)
+                            for i in node.inputs]
                     judge(level, node, model.apply_node(node, args, size), ref_level, keys, False)
         else:
+            x = x_dev
             feeds = {"input": x, "prev_output": x, "prev_state": model.initial_state(x)}
             by_name = {n.name: n for n in model.graph}
             for level in range(max(levels) + 1):
@@ -209,6 +235,14 @@ def compare(model: SRN, reference: Reference, *, isolate: bool = False,
                 out = model.run_level(level, feeds, capture)
                 feeds = {"input": x, "prev_output": out[OUTPUT_NODE],
                          "prev_state": out.get(STATE_NODE)}
+    if pending:
+        case, chained_rel, skipped = pending[0]
+        result.diagnosis = diagnose(case, chained_rel, wdiffs, skipped)
+        pattern = precision_pattern(result.rows)
+        if pattern is not None and result.diagnosis.cause == "reduced-precision":
+            result.diagnosis.evidence.append(f"error pattern: {pattern.describe()}")
+        elif pattern is not None:
+            result.diagnosis = precision_diagnosis(result.diagnosis, pattern, precision)
     return result
 
 

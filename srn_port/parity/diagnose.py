@@ -29,6 +29,7 @@ from ..nn.ops import tf_resize_bilinear
 from ..nn.ops.conv import Conv2dSame, ConvTranspose2dSame
 from ..nn.ops.padding import same_padding
 from ..core.tolerances import EXACT_OPS, TOLERANCES, within
+from ..nn.precision import UNIT_ROUNDOFF, numerics
 
 
 @dataclass
@@ -49,6 +50,7 @@ CAUSES = {
     "upstream": "the error came in from earlier levels that were not compared",
     "layer-wrong": "this layer itself computes something else",
     "reference-mismatch": "the reference does not follow from its own checkpoint",
+    "reduced-precision": "TF32 or half-precision (fp16/bf16) arithmetic, not a porting error",
 }
 
 
@@ -61,8 +63,10 @@ class NodeCase:
     size: Tuple[int, int]
     inputs: List[torch.Tensor]  # the reference's own inputs of the node
     reference: torch.Tensor  # the reference's output of the node
-    model: SRN  # the model under test (emulation included)
+    model: SRN  # the model under test (emulation included), on its device
     base: SRN  # TF-exact model with the reference's weights (or the model's if unknown)
+    precision: str = "fp32"  # the arithmetic the model ran in (srn_port.nn.precision)
+    exact: Optional[SRN] = None  # the model under test without reduced-precision emulation
 
 
 def _match(a: torch.Tensor, b: torch.Tensor, key: str = "layer") -> bool:
@@ -344,6 +348,102 @@ def _node_params(node: Node) -> str:
     return {"lstm": "convLSTM."}.get(node.op, node.name + ".")
 
 
+# -- reduced precision ---------------------------------------------------------------------
+_PRECISION_WORDS = {
+    "tf32": "TF32 (convolutions with a 10-bit significand, float32 accumulation)",
+    "fp16": "fp16 autocast (convolutions in half precision, a 10-bit significand)",
+    "bf16": "bf16 autocast (convolutions in bfloat16, a 7-bit significand)",
+    "fp32": "IEEE float32",
+}
+#: Ops whose arithmetic reduced precision changes (the convolution-like layers).
+_CONV_OPS = frozenset({"conv", "conv_linear", "resblock", "deconv", "lstm"})
+
+
+def _apply(model: SRN, case: NodeCase, precision: str) -> torch.Tensor:
+    """``model``'s ``case.node`` on the case's inputs, on the model's device and in
+    ``precision``; the result as float32 on the CPU."""
+    device = next(model.parameters()).device
+    args = [a.to(device) for a in case.inputs]
+    with numerics(device.type, precision):
+        out = model.apply_node(case.node, args, case.size)
+    return out.detach().float().cpu()
+
+
+@dataclass
+class PrecisionPattern:
+    """The signature of reduced-precision arithmetic in a chained comparison: the error
+    appears at the first convolution (everything before it exact) and stays of one size,
+    that of the arithmetic's round-off, through every convolution after it."""
+
+    median_rel: float
+    low_rel: float  # 10th percentile of the convolution rows' relative errors
+    high_rel: float  # 90th percentile
+    first: str  # "layer at level L"
+    kind: str  # "tf32/fp16" or "bf16"
+
+    def describe(self) -> str:
+        what = ("~1e-3, the round-off of a 10-bit significand: TF32 convolutions (cuDNN's "
+                "fp32 default on Ampere and later GPUs) or fp16"
+                if self.kind == "tf32/fp16" else
+                "~1e-2, the round-off of bfloat16's 7-bit significand")
+        return (f"a roughly uniform relative error from the first convolution on ({self.first}"
+                f"): median {self.median_rel:.1e} of max |ref| over the convolution layers, 80% "
+                f"of them between {self.low_rel:.1e} and {self.high_rel:.1e}; {what}")
+
+
+def precision_pattern(rows) -> Optional[PrecisionPattern]:
+    """The reduced-precision pattern in the rows of a chained comparison, or None.
+
+    Recognised when (1) the first failing row is the first convolution-like layer of its
+    level and every row before it passes (the input path is exact), (2) the convolution
+    rows' median relative error lies between 1e-4 and 1e-1, and (3) 80% of them lie within
+    a factor 10 of the median (uniform, not growing from one wrong layer). A porting error
+    starts at one layer, is >= 1e-2, and is rarely uniform; float32 round-off is <= 1e-5."""
+    first_fail = next((i for i, r in enumerate(rows) if not r.passed), None)
+    if first_fail is None:
+        return None
+    level = rows[first_fail].level
+    first_conv = next((i for i, r in enumerate(rows) if r.level == level and r.op in _CONV_OPS),
+                      None)
+    if first_conv != first_fail:
+        return None
+    rels = sorted(r.max_rel_err for r in rows[first_fail:] if r.op in _CONV_OPS
+                  and np.isfinite(r.max_rel_err))
+    if len(rels) < 3:
+        return None
+    med = float(np.median(rels))
+    if not 1e-4 <= med <= 1e-1:
+        return None
+    near = sum(med / 10 <= v <= med * 10 for v in rels) / len(rels)
+    if near < 0.8:
+        return None
+    r0 = rows[first_fail]
+    return PrecisionPattern(med, float(np.percentile(rels, 10)), float(np.percentile(rels, 90)),
+                            f"{r0.layer} at level {r0.level}",
+                            "tf32/fp16" if med < 5e-3 else "bf16")
+
+
+def precision_diagnosis(found: Diagnosis, pattern: PrecisionPattern,
+                        precision: str) -> Diagnosis:
+    """The diagnosis when the rows show :func:`precision_pattern`: the run asked for
+    reduced precision (the pattern confirms it) or did not (the arithmetic was reduced
+    anyway: TF32 left on, a half-precision model), unless a layer test found a cause."""
+    if found.cause not in ("round-off", "layer-wrong", "reference-mismatch"):
+        return found
+    evidence = found.evidence + [f"error pattern: {pattern.describe()}"]
+    if precision != "fp32":
+        summary = (f"reduced precision, not a porting error: the run computed in "
+                   f"{_PRECISION_WORDS[precision]}, and the errors have its pattern, "
+                   f"{pattern.describe()}. Check parity with --precision fp32.")
+    else:
+        summary = (f"the error pattern of reduced-precision arithmetic, though fp32 was asked "
+                   f"for: {pattern.describe()}. Something computed in TF32 or half precision "
+                   f"(TF32 convolutions left on: torch.backends.cudnn.conv.fp32_precision = "
+                   f"'ieee' switches them off; a model or input cast to fp16/bf16; an "
+                   f"autocast context around the call).")
+    return Diagnosis("reduced-precision", summary, evidence)
+
+
 # -- the decision -------------------------------------------------------------------------
 def diagnose(case: NodeCase, chained_rel: Optional[float],
              weight_diffs: Optional[Sequence[WeightDifference]],
@@ -354,8 +454,9 @@ def diagnose(case: NodeCase, chained_rel: Optional[float],
     ``unverified_levels``: earlier levels the chained run went through without comparing."""
     node, ref = case.node, case.reference
     iso_key = "exact" if node.op in EXACT_OPS else "layer"
+    emulated = case.exact is not None and case.exact is not case.model
     with torch.no_grad():
-        ours = case.model.apply_node(node, case.inputs, case.size)
+        ours = _apply(case.model, case, "fp32" if emulated else case.precision)
         correct = case.base.apply_node(node, case.inputs, case.size)
     iso_rel, correct_rel = _rel(ours, ref), _rel(correct, ref)
     evidence = [f"isolated (fed the reference's own inputs), the model's {node.name} is off by "
@@ -363,6 +464,21 @@ def diagnose(case: NodeCase, chained_rel: Optional[float],
                 f"{TOLERANCES[iso_key].rel:g})",
                 f"srn-port's TF-exact {node.name} with the reference's weights is off by "
                 f"{correct_rel:.2e}"]
+    if case.precision != "fp32" and not _match(ours, ref, iso_key):
+        with torch.no_grad():
+            exact = _apply(case.exact if case.exact is not None else case.model, case, "fp32")
+        exact_rel = _rel(exact, ref)
+        if _match(exact, ref, iso_key):
+            evidence.append(f"the model's own {node.name} in IEEE float32 (TF32 off), fed the "
+                            f"same inputs, is off by {exact_rel:.2e}")
+            return Diagnosis("reduced-precision", (
+                f"reduced precision, not a porting error: the run computed in "
+                f"{_PRECISION_WORDS[case.precision]}. Fed the reference's own inputs, "
+                f"{node.name} is off by {iso_rel:.1e} of max |ref| in {case.precision} but "
+                f"{exact_rel:.1e} in IEEE float32, so the layer is right and the difference "
+                f"is its arithmetic's round-off (unit round-off {UNIT_ROUNDOFF[case.precision]:.1e})"
+                f". Check parity with --precision fp32 (the default; TF32 off); use "
+                f"{case.precision} where an error of this size is acceptable."), evidence)
     node_diffs = [d for d in (weight_diffs or ()) if d.param.startswith(_node_params(node))]
     if _match(ours, ref, iso_key) and unverified_levels:
         shown = ", ".join(str(lv) for lv in unverified_levels)
