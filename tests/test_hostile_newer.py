@@ -567,3 +567,31 @@ def test_deblur_writes_nothing_into_its_weights(tmp_path, ckpt_dir):
     res = run("deblur", ckpt, photo, "-o", ckpt, "--force")
     assert res.exit_code == 2 and "would write over or inside WEIGHTS" in flat(res)
     assert digest(ckpt) == before
+
+
+@pytest.mark.slow
+def test_a_datalist_that_does_not_fit_in_memory_is_an_error(tmp_path):
+    """Under an address-space cap, a list whose pairs do not fit ends in the one-paragraph
+    error, not a MemoryError traceback (a child process: the cap is per process)."""
+    import subprocess
+    import sys
+
+    listing = tmp_path / "list.txt"
+    with open(listing, "w") as f:
+        line = "a/sharp/000000.png a/blur/000000.png\n"
+        f.write(line * (40 * 2**20 // len(line)))  # 40 MB: ~1.1 M pairs, ~0.7 GB of them
+    code = ("import resource, sys\n"
+            "from srn_port.cli import main\n"
+            "import torch, cv2, numpy\n"  # loaded before the cap
+            "resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), int(sys.argv[1])))\n"
+            "sys.exit(main(['evaluate', sys.argv[2], sys.argv[3]]))\n")
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"x")  # never reached
+    import resource
+
+    now = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+    res = subprocess.run([sys.executable, "-c", code, str(now + 300 * 2**20), str(weights),
+                          str(listing)], capture_output=True, text=True, timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert "Traceback" not in out and "more pairs than fit in memory" in out, out

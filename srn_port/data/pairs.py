@@ -232,6 +232,11 @@ def read_datalist(path, root=None) -> List[Pair]:
                 pairs.append(Pair(root / blur, root / sharp))
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"Cannot read the datalist '{path}' ({exc}).") from None
+    except MemoryError:
+        pairs = None  # let the message be built
+        raise DatasetError(f"The datalist '{path}' ({size:,} bytes) lists more pairs than fit "
+                           f"in memory. Split it, or lower {limits.DATALIST_BYTES.env} so that "
+                           f"lists this large are refused unread.") from None
     if bad:
         more = f" and {bad - len(shown)} more" if bad > len(shown) else ""
         raise DatasetError(f"Datalist '{path}': {bad} line(s) are not 'SHARP_PATH "
