@@ -95,7 +95,13 @@ def export_model(weights, out, finest_only: bool = False, force: bool = False) -
         if suffix == ".pt2":
             program = torch.export.export(wrapper, (x,), dynamic_shapes=_dynamic_shapes())
             extra = {METADATA_FILE: _metadata(config, finest_only)}
-            atomic_write(out, lambda tmp: torch.export.save(program, tmp, extra_files=extra),
+            # saved to memory, then written by atomic_write: torch's zip writer, when the
+            # disk fills, throws from its destructor and aborts the process (torch 2.13)
+            import io
+
+            buf = io.BytesIO()
+            torch.export.save(program, buf, extra_files=extra)
+            atomic_write(out, lambda tmp: Path(tmp).write_bytes(buf.getvalue()),
                          keep_suffix=True)
         else:
             try:
