@@ -1,5 +1,10 @@
-"""Processes started by ``torchrun``: joining and leaving the process group (gloo on CPU,
-NCCL on CUDA), and sharing small results. One process without torchrun is world size 1."""
+"""Processes started by ``torchrun``: joining and leaving the process group, and sharing
+small results. One process without torchrun is world size 1.
+
+The backend follows the device the work runs on: NCCL when the processes compute on CUDA
+(one GPU per process, ``cuda:LOCAL_RANK``), gloo on the CPU, also on a machine that has
+GPUs (NCCL needs CUDA tensors, and a CPU run has none).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,38 @@ from typing import Any, List
 import torch
 import torch.distributed as dist
 
+from ..core.errors import SrnPortError
 
-def distributed():
-    """(rank, world size) under torchrun, joining the process group on first use."""
+
+def local_rank() -> int:
+    """This process's index on its machine under torchrun (0 without torchrun)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def process_device(kind: str = "cpu") -> torch.device:
+    """The device of this process for work on ``kind`` (``cpu`` or ``cuda``): under torchrun
+    each process takes the GPU of its LOCAL_RANK, which must exist."""
+    if kind != "cuda":
+        return torch.device(kind)
+    rank, count = local_rank(), torch.cuda.device_count()
+    if rank >= count:
+        raise SrnPortError(f"Process LOCAL_RANK {rank} has no GPU of its own: this machine "
+                           f"shows {count} CUDA device(s). Start at most {count} processes per "
+                           f"machine (torchrun --nproc_per_node {count}), or use --device cpu.")
+    return torch.device("cuda", rank)
+
+
+def distributed(device: str = "cpu"):
+    """(rank, world size) under torchrun, joining the process group on first use: NCCL for
+    ``device`` cuda (after selecting this process's GPU), gloo otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
+    kind = torch.device(device).type
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if kind == "cuda":
+            torch.cuda.set_device(process_device("cuda"))
+        dist.init_process_group("nccl" if kind == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
 

@@ -52,7 +52,8 @@ from ..data.pairs import Pair, check_pairs, load_pair, random_crop, rgb_to_gray
 from ..nn.loss import srn_loss
 from ..nn.model import SRN
 from ..nn.optim import TFAdam, tf_polynomial_decay
-from .distributed import distributed as _distributed
+from ..nn.precision import amp_dtype, ieee_fp32
+from .distributed import distributed as _distributed, process_device
 from .weights import load_model
 
 STATE_FILE = "train_state.pt"
@@ -101,6 +102,12 @@ class TrainConfig:
     val_every: int = 0
     workers: int = 0
     data: str = ""  # what the data is (a folder, a datalist, "synthetic"), for resuming
+    #: Where the run computes: cpu, cuda or auto (cuda when available). A run resumes on
+    #: any device (the state is saved as CPU tensors), so this is no resume setting.
+    device: str = "cpu"
+    #: fp32 (IEEE; TF32 off on CUDA: gradient-equal to TF), bf16 or fp16 (autocast; fp16
+    #: with a gradient scaler). An explicit opt-in; a resumed run may change it.
+    precision: str = "fp32"
     notes: List[str] = field(default_factory=list)
 
 
@@ -176,12 +183,14 @@ def _lstm_params(model: SRN):
 
 
 def _psnr_of(model: SRN, pairs, channels: int) -> float:
-    """Mean PSNR (8 bits) of the finest output on held-out (blur, sharp) float crops."""
+    """Mean PSNR (8 bits) of the finest output on held-out (blur, sharp) float crops, in
+    float32 on the model's device."""
     values = []
     model.eval()
-    with torch.no_grad():
+    device = next(model.parameters()).device
+    with torch.no_grad(), ieee_fp32():
         for blur, sharp in pairs:
-            out = model(blur[None])[-1][0]
+            out = model(blur[None].to(device))[-1][0].float().cpu()
             a = np.clip(np.round(np.clip(out.numpy(), 0, 1) * 255), 0, 255)
             b = np.round(sharp.numpy() * 255)
             values.append(synthetic.psnr(a, b))
@@ -204,7 +213,7 @@ class Trainer:
         if config.steps < 1 or config.batch < 1 or config.crop < 16 or config.crop % 16:
             raise TrainError(f"steps ({config.steps}) and batch ({config.batch}) must be "
                              f"positive and the crop ({config.crop}) a multiple of 16.")
-        self.rank, self.world = _distributed()
+        self.rank, self.world = _distributed(resolve_train_device(config.device))
         if config.batch % self.world:
             raise TrainError(f"The global batch {config.batch} does not split over "
                              f"{self.world} processes; use a multiple of {self.world}.")
@@ -212,8 +221,12 @@ class Trainer:
         check_out(self.out, resume, [init, resume_tf, *inputs,
                                      *(p for pair in getattr(dataset, "pairs", ())
                                        for p in (pair.blur, pair.sharp))])
-        self.model = SRN(SRNConfig(config.variant, config.width)).train()
+        self.device = train_device(config.device)
+        self.amp = train_precision(config.precision, self.device)
+        self.model = SRN(SRNConfig(config.variant, config.width)).train().to(self.device)
         self.opt = TFAdam(self.model.parameters(), lr=config.lr)
+        self.scaler = (torch.amp.GradScaler(self.device.type)
+                       if self.amp == torch.float16 else None)
         self.step = 0
         state_path = self.out / STATE_FILE
         if resume:
@@ -277,6 +290,8 @@ class Trainer:
             saved = state["config"]
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
+            if self.scaler is not None and state.get("grad_scaler"):
+                self.scaler.load_state_dict(state["grad_scaler"])
             step = int(state["step"])
         except Exception as exc:
             raise TrainError(f"'{path}' is not a readable srn-port training state "
@@ -294,9 +309,12 @@ class Trainer:
     def save(self) -> None:
         if self.rank != 0:
             return
-        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                 "step": self.step, "config": asdict(self.config),
-                 "srn_port_version": __version__}
+        # CPU tensors, whatever the device: the state resumes anywhere, bit for bit
+        state = _on_cpu({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                         "step": self.step, "config": asdict(self.config),
+                         "srn_port_version": __version__})
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
         atomic_write(self.out / STATE_FILE, lambda tmp: torch.save(state, tmp))
         arrays = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
         meta = {"variant": self.config.variant, "width": self.config.width,
@@ -350,30 +368,51 @@ class Trainer:
         share = c.batch // self.world  # this process's part of each global batch
         sampler = [s * c.batch + self.rank * share + i
                    for s in range(self.step, end) for i in range(share)]
+        cuda = self.device.type == "cuda"
         loader = DataLoader(self.dataset, batch_size=share, sampler=sampler,
-                            num_workers=c.workers, persistent_workers=False)
+                            num_workers=c.workers, persistent_workers=False, pin_memory=cuda)
         net = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            net = DistributedDataParallel(self.model)
+            net = DistributedDataParallel(self.model, device_ids=[self.device.index]
+                                          if cuda else None)
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         if c.val_every and self.val and self.step % c.val_every == 0:  # where the run starts
             self._log({"step": self.step, "val_psnr": _psnr_of(self.model, self.val,
                                                                self.model.config.channels)})
         started, done = time.perf_counter(), 0
+        waited = 0.0  # seconds spent waiting for batches (loading, and the copy to the device)
         failed = True
+        batches = iter(loader)
         try:
-            for blur, sharp in loader:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    blur, sharp = next(batches)
+                except StopIteration:
+                    break
+                blur = blur.to(self.device, non_blocking=cuda)
+                sharp = sharp.to(self.device, non_blocking=cuda)
+                waited += time.perf_counter() - t0
                 lr = tf_polynomial_decay(self.step, c.lr, c.steps, END_LR, POWER)
                 for group in self.opt.param_groups:
                     group["lr"] = lr
                 self.opt.zero_grad(set_to_none=True)
-                loss = srn_loss(net(blur), sharp)
-                loss.backward()  # DDP: the gradient is averaged over the processes
+                loss = self._loss(net, blur, sharp)
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()  # DDP: the gradient is averaged over the processes
+                if self.scaler is not None and c.clip_lstm and self.model.config.use_lstm:
+                    self.scaler.unscale_(self.opt)
                 if c.clip_lstm and self.model.config.use_lstm:
                     torch.nn.utils.clip_grad_norm_(_lstm_params(self.model), LSTM_CLIP_NORM)
-                self.opt.step()
+                if self.scaler is not None:
+                    self.scaler.step(self.opt)  # skipped where the scaled gradient overflowed
+                    self.scaler.update()
+                else:
+                    self.opt.step()
                 self.step += 1
                 done += 1
                 value = float(_mean_over_processes(loss.detach(), self.world))
@@ -381,18 +420,22 @@ class Trainer:
                     raise TrainError(f"The loss became {value} at step {self.step}: the run "
                                      f"diverged. The last saved state is kept; lower the "
                                      f"learning rate or check the data.")
-                rate = done * c.batch / (time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                rate = done * c.batch / elapsed
                 if self.progress is not None and self.rank == 0:
                     self.progress(self.step, c.steps, value, rate)
                 if self.step % c.log_every == 0 or self.step == end:
+                    # data_wait: the share of the run's time spent waiting for batches; near
+                    # 0 the device is kept busy, near 1 add --workers
                     self._log({"step": self.step, "loss": value, "lr": lr,
-                               "pairs_per_s": round(rate, 3)})
+                               "pairs_per_s": round(rate, 3),
+                               "data_wait": round(waited / elapsed, 4)})
                 if c.val_every and self.val and self.step % c.val_every == 0:
                     self._log({"step": self.step, "val_psnr": _psnr_of(self.model, self.val,
                                                                        self.model.config.channels)})
                 if self.step % c.save_every == 0 and self.step != end:
                     self.save()
-                if _any_process(self._stop, self.world):
+                if _any_process(self._stop, self.world, self.device):
                     self._stop = True
                     break
             failed = False
@@ -407,6 +450,16 @@ class Trainer:
             finally:
                 self._lock.release()
         return self.step
+
+    def _loss(self, net, blur: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
+        """The original loss of one batch: the forward in the run's precision (IEEE float32,
+        TF32 off; or autocast), the loss itself in float32."""
+        with ieee_fp32():
+            if self.amp is None:
+                return srn_loss(net(blur), sharp)
+            with torch.autocast(self.device.type, dtype=self.amp):
+                outputs = net(blur)
+            return srn_loss([o.float() for o in outputs], sharp)
 
     @property
     def interrupted(self) -> bool:
@@ -449,13 +502,62 @@ def _mean_over_processes(value: torch.Tensor, world: int) -> torch.Tensor:
     return value
 
 
-def _any_process(flag: bool, world: int) -> bool:
+def _any_process(flag: bool, world: int, device=None) -> bool:
     """A stop asked for in any process stops all of them at the same step."""
     if world <= 1:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if flag else 0.0], device=device)  # NCCL reduces CUDA tensors
     dist.all_reduce(t)
     return bool(t.item() > 0)
+
+
+def resolve_train_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when CUDA is available, else ``cpu``; ``cuda`` must be
+    available."""
+    if name not in TRAIN_DEVICES:
+        raise TrainError(f"Unknown device '{name}'; expected one of {', '.join(TRAIN_DEVICES)}.")
+    cuda = torch.cuda.is_available()
+    if name == "auto":
+        return "cuda" if cuda else "cpu"
+    if name == "cuda" and not cuda:
+        raise TrainError("device 'cuda': CUDA is not available (no NVIDIA GPU, or this torch "
+                         "build is CPU-only). Train with --device cpu, or install a CUDA build "
+                         "of torch.")
+    return name
+
+
+def train_device(name: str) -> torch.device:
+    """The device this process trains on: the CPU, or under torchrun the GPU of its
+    LOCAL_RANK (one GPU per process; without torchrun, GPU 0)."""
+    return process_device(resolve_train_device(name))
+
+
+def train_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of ``precision`` (None: IEEE float32). fp16 and bf16 run on CUDA;
+    on the CPU too (for tests: slowly, and fp16 has no CPU kernels worth using)."""
+    if precision not in TRAIN_PRECISIONS:
+        raise TrainError(f"Unknown precision '{precision}'; expected one of "
+                         f"{', '.join(TRAIN_PRECISIONS)}.")
+    dtype = amp_dtype(precision)
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise TrainError("precision 'bf16': this GPU has no bfloat16 support; use fp16.")
+    return dtype
+
+
+#: Choices of ``TrainConfig.device`` and ``TrainConfig.precision``.
+TRAIN_DEVICES = ("auto", "cpu", "cuda")
+TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _on_cpu(obj):
+    """``obj`` (nested dicts/lists of tensors) with every tensor copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
 
 
 def dataset_for(pairs: Optional[Sequence[Pair]], config: TrainConfig, channels: int) -> Dataset:

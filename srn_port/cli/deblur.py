@@ -255,7 +255,7 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
 
     # Under torchrun, process r of N deblurs inputs r, r + N, ... (on GPU r where there are
     # GPUs); rank 0 prints the notes and the merged summary.
-    rank, world = distributed()
+    rank, world = distributed(dev.type)
     if world > 1 and dev.type == "cuda":
         import torch
 

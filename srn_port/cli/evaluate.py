@@ -81,7 +81,7 @@ def evaluate(ctx, weights, dataset, root, scenes, limit, mode, height, width, ti
     if csv_path is not None and json_path is not None and csv_path.resolve() == \
             json_path.resolve():
         raise SrnPortError(f"--csv and --json are both '{csv_path}'; give two file names.")
-    rank, world = distributed()
+    rank, world = distributed(dev.type)
     if rank == 0:
         for note in left_out_notes(dataset, left_out):
             click.echo(note, err=True)

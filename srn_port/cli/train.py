@@ -40,10 +40,17 @@ import click
 @click.option("--val-every", type=int, default=0, help="Validation PSNR every N steps (0: off).")
 @click.option("--workers", type=int, default=0, help="DataLoader worker processes for decoding.")
 @click.option("--threads", type=int, default=None, help="torch threads (default: torch's).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              help="auto: cuda when available, else cpu. Under torchrun each process takes "
+                   "the GPU of its LOCAL_RANK (NCCL); on the CPU the processes use gloo.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
+              help="fp32: IEEE float32, TF32 off (gradient-equal to TF). bf16/fp16: autocast "
+                   "(fp16 with a gradient scaler), an opt-in whose effect on the loss curve "
+                   "is not measured yet.")
 @click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files.")
 def train(out, data, datalist, synthetic, variant, width, steps, batch, crop, lr, seed,
           clip_lstm, init, resume, resume_tf, save_every, log_every, val_every, workers,
-          threads, tensorboard):
+          threads, device, precision, tensorboard):
     """Train an SRN model into OUT (train_state.pt, model.safetensors, log.jsonl).
 
     The pairs come from --data (GoPro layout), --datalist, or --synthetic. Every pair is
@@ -73,7 +80,8 @@ def train(out, data, datalist, synthetic, variant, width, steps, batch, crop, lr
         pairs, what = find_pairs(data, left_out), f"folder {data}"
     config = TrainConfig(variant=variant, width=width, steps=steps, batch=batch, crop=crop,
                          lr=lr, seed=seed, clip_lstm=clip_lstm, save_every=save_every,
-                         log_every=log_every, val_every=val_every, workers=workers, data=what)
+                         log_every=log_every, val_every=val_every, workers=workers, data=what,
+                         device=device, precision=precision)
     channels = 3 if variant == "color" else 1
     dataset = dataset_for(pairs, config, channels)
     val = held_out(pairs, channels) if val_every else ()
