@@ -580,18 +580,18 @@ def test_a_datalist_that_does_not_fit_in_memory_is_an_error(tmp_path):
     with open(listing, "w") as f:
         line = "a/sharp/000000.png a/blur/000000.png\n"
         f.write(line * (40 * 2**20 // len(line)))  # 40 MB: ~1.1 M pairs, ~0.7 GB of them
+    # the cap: the child's own address space after its imports, plus 300 MB (the pairs
+    # need ~0.7 GB)
     code = ("import resource, sys\n"
             "from srn_port.cli import main\n"
             "import torch, cv2, numpy\n"  # loaded before the cap
-            "resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), int(sys.argv[1])))\n"
-            "sys.exit(main(['evaluate', sys.argv[2], sys.argv[3]]))\n")
+            "now = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (now + 300 * 2**20, now + 300 * 2**20))\n"
+            "sys.exit(main(['evaluate', sys.argv[1], sys.argv[2]]))\n")
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"x")  # never reached
-    import resource
-
-    now = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
-    res = subprocess.run([sys.executable, "-c", code, str(now + 300 * 2**20), str(weights),
-                          str(listing)], capture_output=True, text=True, timeout=300)
+    res = subprocess.run([sys.executable, "-c", code, str(weights), str(listing)],
+                         capture_output=True, text=True, timeout=300)
     out = res.stdout + res.stderr
     assert res.returncode == 1, out
     assert "Traceback" not in out and "more pairs than fit in memory" in out, out
