@@ -7,8 +7,6 @@ tests/test_cuda.py."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
@@ -17,6 +15,7 @@ from srn_port.api.deploy import Outputs, _dynamic_shapes
 from srn_port.api.weights import load_model
 from srn_port.core.network import SRNConfig
 from srn_port.core.tolerances import TOLERANCES, within
+from srn_port.nn.compiling import inductor_unavailable
 from srn_port.nn.model import SRN
 from srn_port.nn.precision import Autocast, emulate_rounding, round_mantissa
 
@@ -86,22 +85,9 @@ def test_export_keeps_autocast_inside_the_program():
         assert torch.equal(a, b)
 
 
-def _inductor_unavailable() -> str:
-    """Why torch.compile (Inductor) cannot run here, found by trying, or ''."""
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        return "no C++ compiler (g++/c++) on PATH for TorchInductor's CPU kernels"
-    try:
-        f = torch.compile(lambda t: t * 2 + 1)
-        if not torch.equal(f(torch.ones(3)), torch.full((3,), 3.0)):
-            return "torch.compile ran but computed a wrong result on a trivial function"
-    except Exception as exc:  # noqa: BLE001 - the reason is reported in the skip
-        return f"torch.compile fails here: {type(exc).__name__}: {str(exc)[:200]}"
-    return ""
-
-
 @pytest.fixture(scope="module")
 def inductor():
-    why = _inductor_unavailable()
+    why = inductor_unavailable("cpu")
     if why:
         pytest.skip(why)
 

@@ -486,3 +486,39 @@ def deblur_batch(model, images: Sequence[np.ndarray], precision: str = "fp32") -
         return [deblur_image(model, i, precision=precision) for i in images]
     out = _full_batch(model, np.stack(images), dev, amp)
     return list(out)
+
+
+def compile_model(model, mode: str = "default", precision: str = "fp32"):
+    """``model`` (an :class:`SRN`) compiled in place by ``torch.compile`` (``nn.Module.
+    compile``: it stays an SRN with its weights and metadata) and returned.
+
+    ``mode``: ``default``, or ``reduce-overhead`` (CUDA graphs; CUDA only; worth it where
+    the input size repeats: video frames, tiles, a dataset of one size). The first call at
+    each input size compiles (seconds to minutes); later calls reuse it. For ``precision``
+    bf16 the weights are cast to bfloat16 once, before compiling (the eager path makes a
+    bf16 copy per call, see ``_bf16_model``). Outputs equal the eager ones within the
+    tolerance table's 'output' (tests/test_compile.py). Refused with the reason when
+    Inductor cannot run here (no C++ compiler, no Triton)."""
+    from ..nn.compiling import COMPILE_MODES, inductor_unavailable, quiet_dynamo
+
+    if not isinstance(model, SRN):
+        raise SrnPortError(f"--compile compiles srn-port's own model; an exported model "
+                           f"({type(model).__name__}) is run as it was exported. Give the "
+                           f"converted weights (or a TF checkpoint) to compile.")
+    if mode not in COMPILE_MODES:
+        raise SrnPortError(f"Unknown compile mode '{mode}'; expected one of "
+                           f"{', '.join(COMPILE_MODES)}.")
+    dev = _model_device(model)
+    if mode == "reduce-overhead" and dev.type != "cuda":
+        raise SrnPortError(f"compile mode 'reduce-overhead' records CUDA graphs and runs on "
+                           f"device cuda only, not {dev.type}; use the default mode.")
+    why = inductor_unavailable(dev.type)
+    if why:
+        raise SrnPortError(f"--compile: torch.compile cannot run on {dev.type} here ({why}). "
+                           f"Run without --compile (the eager path computes the same "
+                           f"outputs).")
+    quiet_dynamo()
+    if precision == "bf16":  # once, not a fresh bf16 copy (and compilation) per call
+        model.to(torch.bfloat16)
+    model.compile(mode=mode)
+    return model

@@ -155,6 +155,14 @@ _PIPELINE_OPTIONS = [
     click.option("--max-pixels", type=click.IntRange(min=1), default=None,
                  help="Skip (and report) images whose header declares more pixels than this, "
                       "before decoding them.  [default: $SRN_PORT_MAX_PIXELS or 40000000]"),
+    click.option("--compile", "compile_", is_flag=True,
+                 help="torch.compile the model (TorchInductor; the first image of each size "
+                      "compiles, which takes a while). Needs a C++ compiler on the CPU, Triton "
+                      "on CUDA; refused with the reason where it cannot run."),
+    click.option("--compile-mode", type=click.Choice(["default", "reduce-overhead"]),
+                 default="default",
+                 help="With --compile: reduce-overhead records CUDA graphs (cuda only), "
+                      "for inputs of one size (video frames, tiles, a dataset of one size)."),
     click.option("--backend", type=click.Choice(BACKENDS), default="auto",
                  help="auto: ONNX Runtime for an .onnx WEIGHTS file (written by srn-port export), "
                       "torch for anything else (a .pt2 runs as its torch.export program). "
@@ -206,6 +214,15 @@ def check_pipeline(ctx, mode, height, width, tile, overlap, device, precision):
     return dev, overlap
 
 
+def check_compile(ctx, compile_, compile_mode, dev) -> None:
+    """Refuse --compile-mode without --compile, and CUDA graphs off CUDA, before any work."""
+    if _given(ctx, "compile_mode") and not compile_:
+        raise click.UsageError("--compile-mode applies with --compile.")
+    if compile_mode == "reduce-overhead" and dev.type != "cuda":
+        raise click.BadParameter(f"reduce-overhead records CUDA graphs: it needs --device cuda "
+                                 f"(here {dev.type}).", param_hint="'--compile-mode'")
+
+
 @click.command(short_help="Deblur image files and folders (full resolution, or the original's "
                         "pipeline).")
 @click.argument("weights", type=click.Path(exists=True, path_type=Path))
@@ -222,7 +239,7 @@ def check_pipeline(ctx, mode, height, width, tile, overlap, device, precision):
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.pass_context
 def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, device, precision,
-           compare, max_pixels, backend, batch, force):
+           compare, max_pixels, compile_, compile_mode, backend, batch, force):
     """Deblur the images INPUT... (files and/or folders) with WEIGHTS into OUTDIR.
 
     WEIGHTS is a file written by `srn-port convert` or a TF checkpoint (folder or prefix).
@@ -238,6 +255,7 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
       srn-port deblur color.onnx examples/photos -o deblurred   # ONNX Runtime
     """
     dev, overlap = check_pipeline(ctx, mode, height, width, tile, overlap, device, precision)
+    check_compile(ctx, compile_, compile_mode, dev)
     jobs, notes = plan_jobs(list(inputs), outdir, compare, force)
     if not jobs:
         raise click.UsageError("No images to deblur in " + _listing(inputs) + ".")
@@ -250,6 +268,7 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
                 f"run reads; inputs are never modified (even with --force). Choose another "
                 f"-o/--outdir.")
 
+    from ..api.deblur import compile_model
     from ..api.deploy import load_inference_model
     from ..api.distributed import distributed, finish_distributed, gather
 
@@ -264,6 +283,8 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
         for note in notes:
             click.echo(note, err=True)
     model = load_inference_model(weights, backend, device=dev)
+    if compile_:
+        model = compile_model(model, compile_mode, precision)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

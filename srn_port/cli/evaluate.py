@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .deblur import _quiet_opencv, check_pipeline, pipeline_options
+from .deblur import _quiet_opencv, check_compile, check_pipeline, pipeline_options
 
 
 def _scenes(ctx, param, value):
@@ -41,7 +41,8 @@ def _scenes(ctx, param, value):
 @click.option("--force", is_flag=True, help="Overwrite existing --csv/--json files.")
 @click.pass_context
 def evaluate(ctx, weights, dataset, root, scenes, limit, mode, height, width, tile, overlap,
-             device, precision, max_pixels, backend, csv_path, json_path, force):
+             device, precision, max_pixels, compile_, compile_mode, backend, csv_path,
+             json_path, force):
     """Deblur every blurry image of DATASET with WEIGHTS and score it against its sharp
     image: MATLAB's psnr and ssim on the whole 8-bit RGB image (no border crop, no Y
     channel), as the SRN-Deblur paper's GoPro table; the blurry input is scored too.
@@ -63,6 +64,7 @@ def evaluate(ctx, weights, dataset, root, scenes, limit, mode, height, width, ti
     from ..data.pairs import left_out_notes, left_out_summary
 
     dev, overlap = check_pipeline(ctx, mode, height, width, tile, overlap, device, precision)
+    check_compile(ctx, compile_, compile_mode, dev)
 
     from tqdm import tqdm
 
@@ -90,6 +92,10 @@ def evaluate(ctx, weights, dataset, root, scenes, limit, mode, height, width, ti
 
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
     model = load_inference_model(weights, backend, device=dev)
+    if compile_:
+        from ..api.deblur import compile_model
+
+        model = compile_model(model, compile_mode, precision)
     _quiet_opencv()
     bar = tqdm(total=len(pairs[rank::world]), unit="img", desc="evaluate", disable=None,
                file=sys.stderr)
