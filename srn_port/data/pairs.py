@@ -118,8 +118,9 @@ def find_pairs(root, left_out: Optional[dict] = None) -> List[Pair]:
     entries = sorted(root.iterdir())
     sub = {}  # folder -> (blur, sharp) folders found in it
     for d in [root] + entries:
-        if d is not root and _unreadable(d) is not None:
-            problems.append(_unreadable(d))
+        why = None if d is root else _unreadable(d)
+        if why is not None:
+            problems.append(why)
             continue
         if d.is_dir():
             sub[d] = (_subfolder(d, "blur", problems), _subfolder(d, "sharp", problems))
@@ -172,7 +173,7 @@ def find_pairs(root, left_out: Optional[dict] = None) -> List[Pair]:
                          f"other folder: {_few(unpaired)}")
         raise DatasetError(f"Dataset '{root}': {'; '.join(parts)}. Every <scene>/blur/NAME "
                            f"needs a readable <scene>/sharp/NAME; fix, complete or remove "
-                           f"them. Nothing was left out silently, so nothing ran.")
+                           f"them. Nothing ran: a dataset is used whole or not at all.")
     if not pairs:
         raise DatasetError(f"Dataset '{root}' holds no image pairs: expected <scene>/blur/NAME "
                            f"next to <scene>/sharp/NAME ({', '.join(IMAGE_EXTENSIONS)}).")
