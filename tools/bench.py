@@ -27,6 +27,11 @@ inflate the other's peak RSS), with the same thread count on every side:
 Prints a table and writes JSON. Needs the [tf] extra. Example::
 
     python tools/bench.py --threads 2 --json out/bench/bench.json
+
+``--device cuda`` runs the GPU bench instead (tools/bench_gpu.py: fp32/TF32/fp16/bf16 and
+compiled inference, training steps at the paper's setting, half-precision fidelity; no TF
+needed); it fails with a clear message where CUDA is missing. ``--plan`` prints what it
+would measure.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_gpu  # noqa: E402  (the --device cuda side, tools/bench_gpu.py)
 VARIANTS = ("color", "gray", "lstm")
 SIZES = ((256, 256), (720, 1280))
 
@@ -380,8 +387,11 @@ def main(argv=None) -> int:
     p.add_argument("--reuse-buffers", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--channels-last", type=int, default=1,
                    help="srn-port side: NHWC layout (1, default) or NCHW (0)")
+    bench_gpu.add_arguments(p)
     args = p.parse_args(argv)
 
+    if args.device == "cuda" or args.gpu_bench_on_cpu:
+        return bench_gpu.run(args)
     if args.child:
         print(json.dumps(CHILDREN[args.child](args)))
         return 0
