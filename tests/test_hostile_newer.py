@@ -100,6 +100,29 @@ def huge_third_frame(path: Path, side: int) -> Path:
     return path
 
 
+def replace_frame(path: Path, n: int, jpeg: bytes) -> Path:
+    """Put ``jpeg`` in place of frame ``n`` (from 1; the last one, so that no offset after
+    it moves) of an MJPG AVI: the chunk, its index entry and the RIFF/movi sizes fixed."""
+    data = bytearray(path.read_bytes())
+    movi = data.index(b"movi")
+    chunks, at = [], movi
+    while (at := data.find(b"00dc", at + 1)) > 0 and at < data.index(b"idx1"):
+        chunks.append(at)
+    assert len(chunks) == n, "replace the last frame"
+    c = chunks[n - 1]
+    old = struct.unpack("<I", data[c + 4:c + 8])[0]
+    new = b"00dc" + struct.pack("<I", len(jpeg)) + jpeg + b"\0" * (len(jpeg) & 1)
+    delta = len(new) - (8 + old + (old & 1))
+    data[c:c + 8 + old + (old & 1)] = new
+    for field in (4, movi - 4):  # RIFF size, movi LIST size
+        data[field:field + 4] = struct.pack("<I", struct.unpack("<I", data[field:field + 4])[0]
+                                            + delta)
+    entry = data.index(b"idx1") + 8 + 16 * (n - 1)
+    data[entry + 12:entry + 16] = struct.pack("<I", len(jpeg))
+    path.write_bytes(bytes(data))
+    return path
+
+
 def avi_with_rate(path: Path, rate: int, scale: int) -> Path:
     """An MJPG AVI whose stream header states ``rate / scale`` frames per second."""
     data = bytearray(mjpg_avi(path, frames=3).read_bytes())
@@ -118,8 +141,15 @@ def decoded(path: Path) -> int:
     return n
 
 
-@pytest.mark.parametrize("damage", ["third frame", "cut", "20000x20000", "16000x16000"])
-def test_a_video_that_cannot_be_decoded_to_its_end_fails(tmp_path, weights, damage):
+@pytest.mark.parametrize("damage,needle", [
+    ("third frame", "only 2 of the 10 frame(s) its container promises could be decoded"),
+    ("cut", "only 3 of the 6 frame(s) its container promises could be decoded"),
+    ("20000x20000", "frame 3's JPEG header claims 20000x20000 pixels, more than the limit"),
+    ("16000x16000", "frame 3's JPEG header claims 16000x16000 pixels, more than the limit"),
+    ("real 8000x8000", "frame 3's JPEG header claims 8000x8000 pixels, more than the limit"),
+    ("real 96x64", "frame 3's JPEG header says 96x64 pixels, frame 1's 64x48"),
+])
+def test_a_video_that_cannot_be_decoded_to_its_end_fails(tmp_path, weights, damage, needle):
     src = tmp_path / "in"
     src.mkdir()
     if damage == "third frame":
@@ -127,17 +157,38 @@ def test_a_video_that_cannot_be_decoded_to_its_end_fails(tmp_path, weights, dama
     elif damage == "cut":
         clip = mjpg_avi(src / "clip.avi", frames=6)
         clip.write_bytes(clip.read_bytes()[:len(clip.read_bytes()) * 7 // 13])
+    elif damage.startswith("real"):  # frame 3 a real JPEG of another size
+        w, h = (int(v) for v in damage.split()[1].split("x"))
+        clip = replace_frame(mjpg_avi(src / "clip.avi", frames=3), 3, cv2.imencode(
+            ".jpg", np.full((h, w, 3), 90, np.uint8))[1].tobytes())
     else:
         clip = huge_third_frame(src / "clip.avi", int(damage.split("x")[0]))
-    assert decoded(clip) < 6  # OpenCV itself stops early and says nothing
+    if damage.startswith("real"):  # OpenCV decodes it at its size and scales it, silently
+        assert decoded(clip) == 3
+    else:  # OpenCV itself stops early and says nothing
+        assert decoded(clip) < 6
     good = mjpg_avi(src / "good.avi", frames=3)
     before = digest(src)
     res = run("deblur", weights, clip, good, "-o", tmp_path / "out")
     text = one_paragraph_error(res)
     assert "1 file(s) deblurred, 1 failed" in text
-    assert "could be decoded" in text and "clip.avi" in text
+    assert needle in text and "clip.avi" in text
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.avi"]  # no partial
     assert digest(src) == before
+
+
+def test_frame_headers_are_checked_before_opencv_decodes_anything(tmp_path, monkeypatch):
+    """A frame claiming more pixels than the limit is refused from its header: OpenCV is
+    never asked to open the file."""
+    clip = huge_third_frame(tmp_path / "clip.avi", 8000)
+    opened = []
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *a: opened.append(a))
+    with pytest.raises(ImageError, match="frame 3's JPEG header claims 8000x8000"):
+        Video(clip)
+    assert opened == []
+    monkeypatch.setenv("SRN_PORT_MAX_PIXELS", str(8000 * 8000))  # raised: then size differs
+    with pytest.raises(ImageError, match="frames of changing size"):
+        Video(clip)
 
 
 def test_the_video_iterator_counts_its_frames(tmp_path):

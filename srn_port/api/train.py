@@ -372,7 +372,7 @@ class Trainer:
         loader = DataLoader(self.dataset, batch_size=share, sampler=sampler,
                             num_workers=c.workers, persistent_workers=False, pin_memory=cuda)
         net = self.model
-        if self.world > 1:
+        if self.world > 1 or (dist.is_available() and dist.is_initialized()):
             from torch.nn.parallel import DistributedDataParallel
 
             net = DistributedDataParallel(self.model, device_ids=[self.device.index]

@@ -4,8 +4,10 @@ as RGB arrays; no torch. Audio is not read, so it is not carried over."""
 from __future__ import annotations
 
 import math
+import os
+import struct
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -17,6 +19,67 @@ from ..core.tolerances import TOLERANCES, within
 
 #: The codec written for each container (OpenCV's built-in encoders).
 FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
+
+
+#: JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic...): they hold
+#: the frame's height and width.
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(f, start: int, end: int) -> Optional[Tuple[int, int]]:
+    """(width, height) from the SOF header of the JPEG at ``start`` (its markers walked by
+    their lengths, never past ``end``), or None where there is none before the scan."""
+    f.seek(start)
+    if f.read(2) != b"\xff\xd8":
+        return None
+    pos = start + 2
+    for _ in range(256):  # a JPEG has a few dozen header segments
+        f.seek(pos)
+        head = f.read(4)
+        if len(head) < 4 or head[0] != 0xFF or pos + 4 > end:
+            return None
+        marker, length = head[1], struct.unpack(">H", head[2:4])[0]
+        if marker in _SOF:
+            body = f.read(5)
+            if len(body) < 5:
+                return None
+            height, width = struct.unpack(">HH", body[1:5])
+            return width, height
+        if marker in (0xDA, 0xD9):  # start of scan, end of image: no SOF before them
+            return None
+        pos += 2 + length
+    return None
+
+
+def avi_jpeg_frame_sizes(path) -> Iterator[Tuple[int, int, int]]:
+    """(frame number from 1, width, height) of every motion-JPEG frame of an AVI file, from
+    the frames' own JPEG headers, without decoding anything: the RIFF chunks are walked by
+    their sizes (``RIFF``/``LIST`` ``movi``, ``rec `` and OpenDML ``AVIX`` descended into,
+    ``##dc``/``##db`` chunks read up to their SOF header). Bounded by the file's size."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        stack = [(0, size)]
+        frame = 0
+        while stack:
+            pos, end = stack.pop()
+            while pos + 8 <= end:
+                f.seek(pos)
+                head = f.read(12)
+                if len(head) < 8:
+                    break
+                ident, length = head[:4], struct.unpack("<I", head[4:8])[0]
+                chunk_end = min(pos + 8 + length, end)
+                if ident in (b"RIFF", b"LIST") and head[8:12] in (b"AVI ", b"AVIX", b"movi",
+                                                                  b"rec "):
+                    stack.append((chunk_end + (length & 1), end))
+                    pos, end = pos + 12, chunk_end
+                    continue
+                if ident[2:] in (b"dc", b"db") and ident[:2].isdigit():
+                    frame += 1
+                    found = _jpeg_size(f, pos + 8, chunk_end)
+                    if found is not None:
+                        yield (frame, *found)
+                pos = pos + 8 + length + (length & 1)
 
 
 class Video:
@@ -35,6 +98,8 @@ class Video:
             regular_file_size(self.path, "video")
         except SrnPortError as exc:
             raise ImageError(str(exc)) from None
+        most = limits.PIXELS.value() if max_pixels is None else max_pixels
+        jpeg = self._check_jpeg_frames(most) if self.path.suffix.lower() == ".avi" else None
         self._cap = cv2.VideoCapture(str(self.path))
         if not self._cap.isOpened():
             raise ImageError(f"'{self.path}': OpenCV cannot open it as a video (unknown "
@@ -48,7 +113,11 @@ class Video:
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.frames = max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)))
-        most = limits.PIXELS.value() if max_pixels is None else max_pixels
+        if jpeg is not None and jpeg != (self.width, self.height):
+            self.close()
+            raise ImageError(f"'{self.path}': its frames' JPEG headers say {jpeg[0]}x{jpeg[1]} "
+                             f"pixels, but the container {self.width}x{self.height}; the video is "
+                             f"damaged. Nothing was written for it; re-encode it.")
         if self.width * self.height > most:
             self.close()
             raise ImageError(f"'{self.path}': frames of {self.width}x{self.height} pixels, more "
@@ -60,6 +129,32 @@ class Video:
                              f"video, or a codec OpenCV lacks).")
         self._first = first
         self.decoded = 0  #: frames decoded so far by iteration
+
+    def _check_jpeg_frames(self, most: int) -> Optional[Tuple[int, int]]:
+        """Before OpenCV decodes anything (opening a video decodes its first frame): every
+        motion-JPEG frame's header size within ``most`` pixels and equal to the first's
+        (OpenCV would scale a frame of another size to the first's without a word). Returns
+        that size, or None for an AVI without JPEG frames (another codec)."""
+        first = None
+        try:
+            for n, width, height in avi_jpeg_frame_sizes(self.path):
+                if width * height > most:
+                    raise ImageError(
+                        f"'{self.path}': frame {n}'s JPEG header claims {width}x{height} "
+                        f"pixels, more than the limit of {most / 1e6:g} MP (--max-pixels or "
+                        f"{limits.PIXELS.env}); nothing was decoded or written for it.")
+                if first is None:
+                    first = (width, height)
+                elif (width, height) != first:
+                    raise ImageError(
+                        f"'{self.path}': frame {n}'s JPEG header says {width}x{height} pixels, "
+                        f"frame 1's {first[0]}x{first[1]}; frames of changing size are not "
+                        f"supported (OpenCV would silently scale it). Nothing was written for "
+                        f"it; repair or re-encode the video.")
+        except OSError as exc:
+            raise ImageError(f"Cannot read the video '{self.path}': "
+                             f"{exc.strerror or exc}.") from None
+        return first
 
     def __iter__(self) -> Iterator[np.ndarray]:
         frame = self._first
