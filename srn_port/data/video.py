@@ -89,8 +89,10 @@ class Video:
     Iteration is checked as it goes: a video that cannot be decoded to its end (a damaged
     frame, a truncated file: OpenCV's decoder stops there and reports no error) is an
     :class:`ImageError` naming how many frames of how many were decoded, and so is a frame
-    whose size differs from the container's (e.g. a frame header claiming 20000x20000: the
-    pixel limit is checked against the container's size before the first frame is read)."""
+    whose size differs from the container's. In an AVI, every motion-JPEG frame's header is
+    read before OpenCV opens the file (:func:`avi_jpeg_frame_sizes`): a frame claiming more
+    pixels than the limit, or another size than the first, is refused undecoded; elsewhere
+    the limit is checked against the container's size before the first frame is read."""
 
     def __init__(self, path, max_pixels: Optional[int] = None):
         self.path = Path(path)
