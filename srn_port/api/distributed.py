@@ -37,7 +37,10 @@ def process_device(kind: str = "cpu") -> torch.device:
 
 def distributed(device: str = "cpu"):
     """(rank, world size) under torchrun, joining the process group on first use: NCCL for
-    ``device`` cuda (after selecting this process's GPU), gloo otherwise."""
+    ``device`` cuda (after selecting this process's GPU), gloo otherwise. A process group
+    that is already initialised is used as it is (also one of world size 1)."""
+    if dist.is_available() and dist.is_initialized():  # a group joined before (or by the caller)
+        return dist.get_rank(), dist.get_world_size()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
