@@ -229,6 +229,7 @@ class Trainer:
                        if self.amp == torch.float16 else None)
         self.step = 0
         state_path = self.out / STATE_FILE
+        loaded = _file_id(state_path) if resume else None
         if resume:
             self._load_state(state_path)
         else:
@@ -243,8 +244,22 @@ class Trainer:
         self._lock = FolderLock(self.out, "training folder")
         if self.rank == 0:
             self._lock.acquire()
-            if resume:
-                self._trim_log()
+            try:
+                # again under the lock: a run that held the folder until now may have
+                # written its outputs (refused) or a newer state (resumed from)
+                if not resume:
+                    check_out(self.out, False)
+                elif _file_id(state_path) != loaded:
+                    self._load_state(state_path)
+                if resume:
+                    self._trim_log()
+                else:
+                    # the start point is the run's first state: a kill at any later instant
+                    # leaves a complete state to resume (with its --init weights)
+                    self.save()
+            except BaseException:
+                self._lock.release()
+                raise
         self.writer = None
         if tensorboard:
             try:
@@ -492,6 +507,15 @@ def check_out(out, resume: bool, inputs: Sequence = ()) -> None:
                          f"a new run would replace or append to them. Resume that run "
                          f"(--resume, where its {STATE_FILE} is there) or train into another "
                          f"folder.")
+
+
+def _file_id(path: Path):
+    """What identifies a version of ``path`` (replaced atomically: a new inode), or None."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _mean_over_processes(value: torch.Tensor, world: int) -> torch.Tensor:

@@ -94,8 +94,11 @@ class FolderLock:
             if same:
                 break
             os.close(fd)
+        program = os.path.basename(sys.argv[0])
+        if program in ("__main__.py", "srn-port"):  # python -m srn_port, or the script
+            program = "srn-port"
         info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+                "command": " ".join([program] + sys.argv[1:]),
                 "started": time.time()}
         try:
             os.ftruncate(fd, 0)
