@@ -646,3 +646,10 @@ def test_a_datalist_that_does_not_fit_in_memory_is_an_error(tmp_path):
     out = res.stdout + res.stderr
     assert res.returncode == 1, out
     assert "Traceback" not in out and "more pairs than fit in memory" in out, out
+
+
+def test_evaluate_refuses_one_file_for_csv_and_json(tmp_path, weights):
+    data = gopro(tmp_path / "data", scenes=("s1",), per_scene=1)
+    out = tmp_path / "scores"
+    text = one_paragraph_error(run("evaluate", weights, data, "--csv", out, "--json", out))
+    assert "--csv and --json are both" in text and not out.exists()
