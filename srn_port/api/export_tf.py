@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..core import export as core_export
+from ..core.hubfolder import resolve_weights
 from ..core.weightfile import check_shapes, config_from_metadata
 from .train import STATE_FILE, read_training_state
 
@@ -19,8 +20,9 @@ from .train import STATE_FILE, read_training_state
 def export_tf(weights, outdir, step: Optional[int] = None, force: bool = False) -> Path:
     """Write ``outdir/deblur.model-<step>`` (.index, .data-00000-of-00001) and the
     ``checkpoint`` file from an srn-port weights file; returns the checkpoint prefix.
-    The step is ``step``, else the file's metadata 'step', else 0."""
-    weights = Path(weights)
+    The step is ``step``, else the file's metadata 'step', else 0. A Hub folder or
+    ``hf://org/name`` is its checked model.safetensors."""
+    weights = resolve_weights(weights)
     if core_export.check_weights_path(weights) == "safetensors":
         return core_export.export_tf(weights, outdir, step=step, force=force)
     if weights.name == STATE_FILE:  # a training state: its Adam state goes along

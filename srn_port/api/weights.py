@@ -16,6 +16,7 @@ import torch
 from ..core.convert import convert_checkpoint
 from ..core.errors import ModelFileError
 from ..core.fileio import atomic_write
+from ..core.hubfolder import resolve_weights
 from ..core.weightfile import (FORMAT, FORMAT_VERSION, NOT_SRN_PORT, SUFFIXES, check_output_path,
                                check_shapes, config_from_metadata, file_kind, load_safetensors,
                                save_safetensors)
@@ -76,8 +77,9 @@ def _load_pt(path: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
 
 
 def load_weights(path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """Read a converted file: (state_dict of tensors, metadata). Raises ModelFileError."""
-    path = Path(path)
+    """Read a converted file: (state_dict of tensors, metadata). Raises ModelFileError.
+    A Hub folder or ``hf://org/name`` is read through its checked model.safetensors."""
+    path = resolve_weights(path)
     if not path.is_file():
         raise ModelFileError(f"Weights file '{path}' does not exist (or is not a file). "
                              f"Create one with: srn-port convert CHECKPOINT {path.name}")
@@ -93,11 +95,13 @@ def load_model(path, device="cpu", step=None, channels_last: bool = True) -> SRN
     Anything else is taken for a TF checkpoint (folder or prefix) and converted in memory,
     so every command accepts either. ``model.metadata`` says where the weights came from.
     The file's tensors are checked against the variant and width it claims before the model
-    is built. ``channels_last`` (default) keeps activations in NHWC, the layout
-    oneDNN/cuDNN convolutions run natively (measured 1.2-1.5x faster on CPU); results agree
-    with NCHW within the 'layer' tolerance (tests/test_parity_tf.py checks both against TF).
+    is built. A Hub folder (config.json + model.safetensors, see
+    :mod:`srn_port.core.hubfolder`) or ``hf://org/name`` is its model.safetensors, checked
+    against the variant and width its config.json declares. ``channels_last`` (default)
+    keeps activations in NHWC, the layout oneDNN/cuDNN convolutions run natively (measured
+    1.2-1.5x faster on CPU); results agree with NCHW within the 'layer' tolerance (tests/test_parity_tf.py checks both against TF).
     """
-    path = Path(path)
+    path = resolve_weights(path)
     if path.suffix.lower() in SUFFIXES:
         sd, meta = load_weights(path)
         config = config_from_metadata(meta, path)

@@ -17,7 +17,7 @@ def _step_option(f):
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
 @_step_option
 @click.option("--variant", type=click.Choice(["color", "gray", "lstm"]), default=None,
               help="Insist on this variant; an error if the checkpoint is another. "
@@ -25,19 +25,32 @@ def _step_option(f):
 @click.option("--ema", is_flag=True,
               help="Use the ExponentialMovingAverage shadow of each weight instead of the raw "
                    "weight (for checkpoints trained with EMA).")
+@click.option("--hub", is_flag=True,
+              help="Write OUT as a Hugging Face Hub folder: config.json, model.safetensors and "
+                   "a model card (README.md) with the parity result of `srn-port diff` against "
+                   "the checkpoint's golden file, when there is one.")
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def convert(checkpoint, out, step, variant, ema, force, quiet):
+def convert(checkpoint, out, step, variant, ema, hub, force, quiet):
     """Convert a TF SRN-Deblur CHECKPOINT to PyTorch weights OUT (.pt or .safetensors).
 
     CHECKPOINT is a checkpoint folder (its 'checkpoint' file names the checkpoint; or use
     --step) or a prefix such as checkpoints/color/deblur.model-523000. TensorFlow is not
     needed. Every variable must be an SRN weight or an optimizer/step variable that a
     named rule drops; anything else is an error and nothing is written.
-    """
-    from ..api.convert import convert as run
 
-    conv = run(checkpoint, out, step=step, variant=variant, ema=ema, force=force)
+    With --hub, OUT is a folder in the Hugging Face Hub layout, which every command's
+    WEIGHTS, SRN.from_pretrained and `huggingface_hub` upload accept.
+    """
+    if hub:
+        from ..api.convert import convert_to_hub
+
+        conv = convert_to_hub(checkpoint, out, step=step, variant=variant, ema=ema,
+                              force=force, parity=card_parity)
+    else:
+        from ..api.convert import convert as run
+
+        conv = run(checkpoint, out, step=step, variant=variant, ema=ema, force=force)
     if not quiet:
         n_params = sum(a.size for a in conv.arrays.values())
         rules = {}
@@ -51,6 +64,70 @@ def convert(checkpoint, out, step, variant, ema, force, quiet):
         for note in conv.notes:
             click.echo(f"note: {note}")
         click.echo(f"wrote {out}")
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
+def card_parity(conv, prefix: Path) -> str:
+    """The model card's parity section: `srn-port diff`'s comparison of the converted
+    weights with the golden file computed from this very checkpoint (same SHA-256 of its
+    index and data files), run now; or why there is none."""
+    from ..api.weights import as_state_dict
+    from ..core.hubfolder import source_hashes
+    from ..nn.model import SRN
+    from ..parity import GoldenError, GoldenReference, compare, find_golden
+    from ..parity.golden import read_golden_info
+
+    config = conv.config
+    how = (f"Check it against live TensorFlow with `srn-port diff FOLDER --tf CHECKPOINT` "
+           f"(needs TensorFlow).")
+    try:
+        golden = find_golden(config)
+    except GoldenError:
+        return (f"No parity result is recorded here: srn-port has no golden file for an SRN "
+                f"{config.variant} model of width {config.width}. {how}")
+    info = read_golden_info(golden)
+    ours = source_hashes(prefix)
+    theirs = {k: v for k, v in info.checkpoint_sha256.items() if k != "checkpoint"}
+    if not theirs or theirs != ours:
+        return (f"No parity result is recorded here: the golden file of srn-port for SRN "
+                f"{config.variant} width {config.width} (`{golden.name}`) was computed from "
+                f"another checkpoint (other SHA-256), so it says nothing about these weights. "
+                f"{how}")
+    model = SRN(config)
+    model.load_state_dict(as_state_dict(conv.arrays), strict=True)
+    model.to_channels_last()
+    model.eval()
+    with GoldenReference(golden) as reference:
+        result = compare(model, reference, model_name="the converted weights")
+    g = reference.golden.info
+    outputs = [r for r in result.rows if r.layer == "dec1_0"]
+    lines = [f"`srn-port diff` of these weights against the golden file `{golden.name}` "
+             f"(tensors of the TensorFlow original, TF {g.tf_version}, on the same checkpoint, "
+             f"input {'x'.join(str(d) for d in g.input_shape)}), run at conversion by "
+             f"srn-port {conv.metadata()['srn_port_version']}, fp32 on the CPU:", ""]
+    if result.passed:
+        lines.append(f"**PASS**: all {len(result.rows)} layer/level rows within srn-port's "
+                     f"tolerance table.")
+    else:
+        f = result.first_divergence
+        lines.append(f"**DIVERGED**: first at {f.layer}, level {f.level}: max relative error "
+                     f"{_num(f.max_rel_err)} above the '{f.tolerance}' tolerance "
+                     f"({f.tolerance_rel:g}).")
+    wd = result.weight_differences
+    if wd is not None:
+        lines.append("Every weight tensor equals the checkpoint's." if not wd else
+                     f"{len(wd)} weight tensor(s) differ from the checkpoint's.")
+    lines += ["", "| level | output | max abs error | max rel error | tolerance (rel) | result |",
+              "|---|---|---|---|---|---|"]
+    for r in outputs:
+        lines.append(f"| {r.level} | {'x'.join(str(d) for d in r.shape)} | "
+                     f"{_num(r.max_abs_err)} | {_num(r.max_rel_err)} | {r.tolerance} "
+                     f"{r.tolerance_rel:g} | {'pass' if r.passed else 'FAIL'} |")
+    lines += ["", "Run it again with: `srn-port diff FOLDER`"]
+    return "\n".join(lines)
 
 
 @click.command()

@@ -11,6 +11,8 @@ from typing import List, Optional
 
 import click
 
+from .weights_arg import WeightsPath
+
 from ..core.errors import SrnPortError
 from ..core.folderlock import FolderBusyError, FolderLock
 from ..core.options import (BACKENDS, DEFAULT_OVERLAP, DEVICES, IMAGE_EXTENSIONS, MODES,
@@ -225,7 +227,7 @@ def check_compile(ctx, compile_, compile_mode, dev) -> None:
 
 @click.command(short_help="Deblur image files and folders (full resolution, or the original's "
                         "pipeline).")
-@click.argument("weights", type=click.Path(exists=True, path_type=Path))
+@click.argument("weights", type=WeightsPath(exists=True))
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True,
                 type=click.Path(path_type=Path))
 @click.option("-o", "--outdir", required=True, type=click.Path(path_type=Path),
@@ -242,7 +244,8 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
            compare, max_pixels, compile_, compile_mode, backend, batch, force):
     """Deblur the images INPUT... (files and/or folders) with WEIGHTS into OUTDIR.
 
-    WEIGHTS is a file written by `srn-port convert` or a TF checkpoint (folder or prefix).
+    WEIGHTS is a file written by `srn-port convert` or a TF checkpoint (folder or prefix),
+    a Hub folder (convert --hub) or a Hugging Face Hub id hf://ORG/NAME.
     A folder contributes the image files directly inside it, sorted. A file that is not a
     readable image is reported and skipped; the exit code is then 1. Nothing is written if
     an output would overwrite an input or (without --force) an existing file.

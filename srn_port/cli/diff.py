@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from .weights_arg import WeightsPath
+
 from ..core.errors import CheckpointError, SrnPortError
 from ..core.fileio import atomic_write, check_new_file
 from ..core.network import EMULATIONS, N_LEVELS, OUTPUT_NODE
@@ -266,7 +268,7 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
 
 
 @click.command()
-@click.argument("weights", type=click.Path(path_type=Path))  # a checkpoint prefix is no file
+@click.argument("weights", type=WeightsPath())  # a checkpoint prefix is no file
 @click.option("--golden", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Golden file to compare with. Default: the golden in the repository's golden/ "
                    "(or $SRN_PORT_GOLDEN_DIR) whose variant and width are WEIGHTS'.")
@@ -302,9 +304,10 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
 @click.option("--force", is_flag=True, help="Overwrite existing --json/--heatmap files.")
 def diff(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emulate, heatmap,
          json_out, device, precision, force):
-    """Compare WEIGHTS (a converted .pt/.safetensors file or a TF checkpoint) with the TF
-    original, layer by layer and level by level, and explain the first divergence. An
-    exported .onnx/.pt2 file is compared on its level outputs, all it exposes.
+    """Compare WEIGHTS (a converted .pt/.safetensors file, a TF checkpoint, a Hub folder or
+    hf://ORG/NAME) with the TF original, layer by layer and level by level, and explain the
+    first divergence. An exported .onnx/.pt2 file is compared on its level outputs, all it
+    exposes.
 
     Exit status: 0 all within the tolerance table, 1 divergence, 2 usage error.
     """

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from .weights_arg import WeightsPath
+
 from .deblur import _quiet_opencv, check_compile, check_pipeline, pipeline_options
 
 
@@ -23,7 +25,7 @@ def _scenes(ctx, param, value):
 
 @click.command(short_help="PSNR/SSIM over a GoPro-layout dataset or datalist (the paper's "
                           "protocol).")
-@click.argument("weights", type=click.Path(exists=True, path_type=Path))
+@click.argument("weights", type=WeightsPath(exists=True))
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="For a datalist DATASET: the folder its paths are relative to.  "

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import click
 
+from .weights_arg import WeightsPath
+
 
 @click.command("export-tf")
-@click.argument("weights", type=click.Path(path_type=Path))
+@click.argument("weights", type=WeightsPath())
 @click.argument("outdir", type=click.Path(path_type=Path))
 @click.option("--step", type=int, default=None,
               help="Global step of the checkpoint (its name deblur.model-STEP and its "
@@ -17,7 +19,8 @@ import click
               help="Overwrite a checkpoint of the same step in OUTDIR.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def export_tf(weights, outdir, step, force, quiet):
-    """Write srn-port WEIGHTS (.pt or .safetensors) as a TF V2 checkpoint in OUTDIR.
+    """Write srn-port WEIGHTS (.pt, .safetensors, a Hub folder or hf://ORG/NAME) as a TF V2
+    checkpoint in OUTDIR.
 
     WEIGHTS may also be the train_state.pt of `srn-port train`: then the Adam slots
     (/Adam, /Adam_1), beta1_power/beta2_power and the step go along, so that the original

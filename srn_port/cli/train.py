@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .weights_arg import WeightsPath
+
 
 @click.command(short_help="Train or fine-tune SRN as the original trains (or resume a TF run).")
 @click.argument("out", type=click.Path(path_type=Path))
@@ -28,9 +30,9 @@ import click
 @click.option("--clip-lstm", is_flag=True,
               help="Clip the ConvLSTM's gradients to global norm 3 (defined, but not used, "
                    "by the original).")
-@click.option("--init", "init", type=click.Path(path_type=Path),
-              help="Start from these weights (converted file or TF checkpoint) instead of "
-                   "slim's initializers.")
+@click.option("--init", "init", type=WeightsPath(),
+              help="Start from these weights (converted file, TF checkpoint, Hub folder or "
+                   "hf://ORG/NAME) instead of slim's initializers.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in OUT.")
 @click.option("--resume-tf", type=click.Path(path_type=Path),
               help="Continue a TF training run from its checkpoint (weights, Adam slots, beta "

@@ -23,6 +23,7 @@ from ..core.errors import SrnPortError
 from ..core.network import (EMULATIONS, FORGET_BIAS, KSIZE, LSTM_KSIZE, N_LEVELS,
                             OUTPUT_NODE, SIZE_MULTIPLE, STATE_NODE, Node, SRNConfig,
                             level_graph, level_size)
+from .hub import HubMixin
 from .ops import ConvTranspose2dSame, create_conv2d_same, tf_resize_images
 from .ops.conv import Conv2dSame
 from .pool import ActivationPool, conv_into, fused_conv_available
@@ -104,11 +105,14 @@ class ConvLSTMCell(nn.Module):
 Capture = Callable[[int, str, torch.Tensor], None]
 
 
-class SRN(nn.Module):
+class SRN(nn.Module, HubMixin):
     """SRN-Deblur generator for one of the released variants (see :class:`SRNConfig`).
 
     ``forward(x)`` takes NCHW float32 in [0, 1] with H, W multiples of 16 and returns the
     three level outputs, coarse to fine (1/4, 1/2, full size), unclipped, as the original.
+
+    ``SRN.from_pretrained(folder_or_repo_id)`` / ``save_pretrained(folder)`` /
+    ``push_to_hub``: Hugging Face Hub folders (:mod:`srn_port.nn.hub`, the 'hub' extra).
     """
 
     def __init__(self, config: SRNConfig = SRNConfig(), emulate: Sequence[str] = ()):
