@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -383,3 +384,82 @@ def test_torch_hub_load_local(folder, cached):
     assert float(conv1.abs().sum()) > 0 and float(fresh.enc1_1.bias.abs().sum()) == 0
     with pytest.raises(SrnPortError, match="not the variant"):
         torch.hub.load(str(REPO), "srn", source="local", weights=str(folder), width=8)
+
+
+# -- faults, as they happen ------------------------------------------------------------
+
+CHILD = ("import resource, signal, sys\n"
+         "if int(sys.argv[1]) >= 0:\n"
+         "    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+         "    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]\n"
+         "    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), hard))\n"
+         "from srn_port.cli import main\n"
+         "sys.exit(main(sys.argv[2:]))\n")
+
+
+def _srn_port(*args, limit=-1, env=None, **kw):
+    return subprocess.run([sys.executable, "-c", CHILD, str(limit), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO, env=env, **kw)
+
+
+def _tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture(params=["tmpfs", "rlimit"])
+def small_disk(request, tmp_path):
+    """(folder, limit): a 700 KiB tmpfs (room for one Hub folder of width 4, 445 KB, not
+    two), or where none can be mounted (not root) a folder whose writer runs under
+    RLIMIT_FSIZE of 100 kB."""
+    path = tmp_path / "disk"
+    path.mkdir()
+    if request.param == "tmpfs":
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(path)],
+                             capture_output=True)
+        if res.returncode or not os.path.ismount(path):
+            pytest.skip("cannot mount a tmpfs here (needs root); the RLIMIT_FSIZE variant runs")
+        yield path, -1
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+    else:
+        yield path, 100_000
+
+
+def test_convert_hub_on_a_full_disk_leaves_the_old_folder(small_disk):
+    disk, limit = small_disk
+    out = disk / "m"
+    first = _srn_port("convert", CKPT, out, "--hub", "-q")
+    assert first.returncode == 0, first.stderr
+    before = _tree(out)
+    res = _srn_port("convert", CKPT, out, "--hub", "--force", limit=limit)
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 1 and "Traceback" not in text, text
+    assert len(re.findall(r"(?<![A-Za-z])Error: ", text)) == 1, text  # one paragraph
+    assert f"Cannot write '{out}/model.safetensors'" in text
+    assert ("no space is left" in text) if limit < 0 else ("largest file" in text), text
+    assert _tree(out) == before  # the old folder, as it was
+    assert sorted(p.name for p in disk.iterdir() if p.name != "lost+found") == ["m"]
+
+
+def test_convert_hub_killed_mid_write_leaves_nothing_and_is_cleaned_up(tmp_path):
+    out = tmp_path / "m"
+    env = dict(os.environ, SRN_PORT_TEST_WRITE_DELAY="30")
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, "-1", "convert", str(CKPT),
+                             str(out), "--hub", "-q"], cwd=REPO, env=env)
+    try:
+        for _ in range(600):  # until the weights' temporary is written (then it sleeps)
+            if list(tmp_path.glob(".m.*.tmp/.model.safetensors.*.tmp")):
+                break
+            assert proc.poll() is None
+            __import__("time").sleep(0.1)
+        else:
+            pytest.fail("the write never started")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".m.")]  # what kill left
+    res = run("convert", CKPT, out, "--hub", "-q")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # cleaned up
+    assert same(outputs(load_model(out)), outputs(load_model(CKPT)))

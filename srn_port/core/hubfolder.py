@@ -21,6 +21,7 @@ never code), and must agree with the weights it sits beside.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -31,8 +32,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .. import __version__
-from .errors import ModelFileError, SrnPortError
-from .fileio import _fsync_folder, regular_file_size
+from .errors import FileWriteError, ModelFileError, SrnPortError
+from .fileio import _fsync_folder, _pid_alive, regular_file_size, write_failure
 from .network import VARIANTS, SRNConfig
 from .weightfile import FORMAT, FORMAT_VERSION, check_shapes, parse_safetensors_metadata
 
@@ -335,11 +336,12 @@ def write_hub_folder(out, arrays: Mapping[str, Any], metadata: Mapping[str, Any]
     from .weightfile import save_safetensors
 
     out = Path(out)
+    _clean_stale(out)
     check_hub_output(out, force)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp",
-                                dir=out.parent))
-    old = None
+    tmp = old = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp",
+                                    dir=out.parent))
         save_safetensors(arrays, metadata, tmp / WEIGHTS_NAME)
         for name, text in ((CONFIG_NAME, json.dumps(dict(config), indent=2) + "\n"),
                            (CARD_NAME, card)):
@@ -355,15 +357,40 @@ def write_hub_folder(out, arrays: Mapping[str, Any], metadata: Mapping[str, Any]
             os.replace(out, old / out.name)
         os.replace(tmp, out)
         _fsync_folder(out.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and (old / out.name).exists() and not out.exists():
             os.replace(old / out.name, out)  # put the old folder back
+        if isinstance(exc, FileWriteError) and tmp is not None:  # the name the user knows
+            raise FileWriteError(str(exc).replace(str(tmp), str(out))) from None
+        if isinstance(exc, OSError):
+            raise write_failure(out, exc, kept=(
+                f"Nothing was written: '{out}' is {'as it was' if out.exists() else 'absent'}"
+            )) from None
         raise
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def _clean_stale(out: Path) -> None:
+    """Remove what an earlier write of ``out`` left when its process was killed (its
+    process id is in the names): its temporary folder, and the old folder it had moved
+    aside, which is put back first when ``out`` is missing (killed between the renames)."""
+    if not out.parent.is_dir():
+        return
+    for path in sorted(out.parent.glob(f".{glob.escape(out.name)}.*")):
+        middle = path.name[len(out.name) + 2:]
+        pid, _, rest = middle.partition(".")
+        if not (pid.isdigit() and rest.endswith((".tmp", ".old")) and path.is_dir()):
+            continue
+        if int(pid) == os.getpid() or _pid_alive(int(pid)):
+            continue
+        if rest.endswith(".old") and (path / out.name).is_dir() and not out.exists():
+            os.replace(path / out.name, out)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def check_hub_output(out, force: bool) -> None:
