@@ -18,6 +18,15 @@ PHOTOS = REPO / "examples" / "photos"
 
 
 def pytest_collection_modifyitems(config, items):
+    cuda_tests = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if cuda_tests:
+        import torch
+
+        if not torch.cuda.is_available():
+            skip_cuda = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() "
+                                                "is False); tools/gpu_check.sh runs these")
+            for item in cuda_tests:
+                item.add_marker(skip_cuda)
     if HAVE_TF:
         return
     skip = pytest.mark.skip(reason="needs TensorFlow and tf-slim: pip install '.[tf]'")

@@ -56,6 +56,7 @@ def test_the_measuring_code_runs_end_to_end(tmp_path):
                 "--gpu-reps", "1", "--gpu-warmup", "0", "--json", str(out))
     assert res.returncode == 0, res.stdout + res.stderr
     data = json.loads(out.read_text())
+    assert data["complete"] is True
     rows = data["inference"]
     assert {(r["variant"], r["precision"], r["batch"]) for r in rows} == {
         (v, q, b) for v in ("color", "lstm") for q in ("fp32", "tf32") for b in (1, 2)}
@@ -71,3 +72,14 @@ def test_the_measuring_code_runs_end_to_end(tmp_path):
     photo = data["fidelity"]["photos"]["01.png"]["tf32"]
     assert photo["identical_share"] == 1.0 and photo["psnr_vs_fp32"] is None  # TF32 is CUDA's
     assert set(data["fidelity"]["held_out"]) == {"fp32", "tf32"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_gpu_check_runs_nothing_without_cuda(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    res = subprocess.run(["bash", str(REPO / "tools" / "gpu_check.sh")], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "CUDA is not available to this torch" in res.stdout
+    assert "cannot run the CUDA check" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["machine.txt"]

@@ -176,55 +176,53 @@ def _timed(torch, device, call, warmup, reps) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "peak_mib": peak}
 
 
-def inference(torch, args, p, device, peaks) -> list:
+def inference(torch, args, p, device, peaks, rows: list, save) -> list:
+    """Eager columns of every variant first, then the compiled ones (compiling takes
+    minutes: a time limit cuts those, not the eager table); ``save()`` after each row."""
     from srn_port.core.flops import frame_flops
     from srn_port.nn.precision import numerics
 
-    rows = []
-    for variant in p["variants"]:
+    eager = [(v, q, False) for v in p["variants"] for q in p["precisions"]]
+    compiled_runs = [(v, "fp16" if device.type == "cuda" else "fp32", True)
+                     for v in p["compiled"]]
+    for variant, precision, compiled in eager + compiled_runs:
         model = _model(torch, variant, p["width"], device)
         planes = 1 if variant == "color" else 3
         channels = model.config.channels
-        columns = [(q, False) for q in p["precisions"]]
-        if variant in p["compiled"]:
-            columns.append(("fp16" if device.type == "cuda" else "fp32", True))
-        for precision, compiled in columns:
-            net = model
-            if compiled:
-                import copy
+        net = model
+        if compiled:
+            net.compile()  # in place (nn.Module.compile); a fresh model per column
+        for h, w in p["sizes"]:
+            for batch in p["batches"]:
+                x = torch.rand(batch * planes, channels, h, w, device=device)
 
-                net = copy.deepcopy(model)
-                net.compile()
-            for h, w in p["sizes"]:
-                for batch in p["batches"]:
-                    x = torch.rand(batch * planes, channels, h, w, device=device)
-
-                    def call():
-                        with torch.inference_mode(), numerics(device.type, precision):
-                            net(x)
-                    try:
-                        t = _timed(torch, device, call, args.gpu_warmup, args.gpu_reps)
-                    except torch.cuda.OutOfMemoryError:
-                        rows.append({"variant": variant, "precision": precision,
-                                     "compiled": compiled, "size": f"{h}x{w}", "batch": batch,
-                                     "error": "out of GPU memory"})
-                        torch.cuda.empty_cache()
-                        continue
-                    flops = frame_flops(model.config, h, w) * batch
-                    tflops = flops / t["median_s"] / 1e12
-                    peak = peaks.get(precision)
+                def call():
+                    with torch.inference_mode(), numerics(device.type, precision):
+                        net(x)
+                try:
+                    t = _timed(torch, device, call, args.gpu_warmup, args.gpu_reps)
+                except torch.cuda.OutOfMemoryError:
                     rows.append({"variant": variant, "precision": precision,
                                  "compiled": compiled, "size": f"{h}x{w}", "batch": batch,
-                                 "ms_per_call": 1e3 * t["median_s"],
-                                 "ms_per_frame": 1e3 * t["median_s"] / batch,
-                                 "frames_per_s": batch / t["median_s"],
-                                 "peak_mib": t["peak_mib"],
-                                 "tflop_per_frame": frame_flops(model.config, h, w) / 1e12,
-                                 "tflops": tflops,
-                                 "share_of_peak": tflops / peak if peak else None})
-                    print(_row_text(rows[-1]), flush=True)
-                    del x
-            del net
+                                 "error": "out of GPU memory"})
+                    torch.cuda.empty_cache()
+                    continue
+                flops = frame_flops(model.config, h, w) * batch
+                tflops = flops / t["median_s"] / 1e12
+                peak = peaks.get(precision)
+                rows.append({"variant": variant, "precision": precision,
+                             "compiled": compiled, "size": f"{h}x{w}", "batch": batch,
+                             "ms_per_call": 1e3 * t["median_s"],
+                             "ms_per_frame": 1e3 * t["median_s"] / batch,
+                             "frames_per_s": batch / t["median_s"],
+                             "peak_mib": t["peak_mib"],
+                             "tflop_per_frame": frame_flops(model.config, h, w) / 1e12,
+                             "tflops": tflops,
+                             "share_of_peak": tflops / peak if peak else None})
+                print(_row_text(rows[-1]), flush=True)
+                save()
+                del x
+        del net
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -380,16 +378,28 @@ def run(args) -> int:
     peaks, peak_source = _peaks(info.get("gpu", ""), args.peak_tflops)
     info.update(peaks_tflops=peaks, peaks_source=peak_source)
     print(f"machine: {info}", flush=True)
-    result = {"machine": info, "plan": p, "inference": inference(torch, args, p, device, peaks)}
+    out = args.json or (Path(os.environ["OUT"]) / "bench_gpu.json" if os.environ.get("OUT")
+                        else None)
+    result = {"machine": info, "plan": p, "inference": [], "training": [], "complete": False}
+
+    def save():
+        # after every measurement: a run cut short by a time limit keeps what it measured
+        if out is not None:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(str(out) + ".tmp")
+            tmp.write_text(json.dumps(result, indent=1))
+            os.replace(tmp, out)
+
+    # the cheap sections first, the compiled columns (minutes of compiling) last
     result["training"] = training(torch, args, p, device)
+    save()
     if p["fidelity"]:
         result["fidelity"] = fidelity(torch, p, device)
         print(f"fidelity: {json.dumps(result['fidelity'], indent=1)}", flush=True)
-    out = args.json or (Path(os.environ["OUT"]) / "bench_gpu.json" if os.environ.get("OUT")
-                        else None)
+        save()
+    inference(torch, args, p, device, peaks, result["inference"], save)
+    result["complete"] = True
+    save()
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
         print(f"written: {out}")
     return 0
