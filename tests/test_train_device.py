@@ -42,6 +42,7 @@ def fake_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
 
 
 def test_device_choice_without_cuda(monkeypatch):
@@ -62,6 +63,12 @@ def test_device_choice_with_gpus_takes_the_local_ranks_gpu(fake_gpus, monkeypatc
     monkeypatch.setenv("LOCAL_RANK", "2")
     with pytest.raises(SrnPortError, match="LOCAL_RANK 2 has no GPU of its own"):
         train_device("cuda")
+    # auto: more processes on this machine than GPUs -> all of them on the CPU (gloo)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert train_device("auto") == torch.device("cpu")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert train_device("auto") == torch.device("cuda", 1)
 
 
 @pytest.mark.parametrize("device, backend", [("cpu", "gloo"), ("cuda", "nccl")])

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import signal
 import time
@@ -536,13 +537,15 @@ def _any_process(flag: bool, world: int, device=None) -> bool:
 
 
 def resolve_train_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when CUDA is available, else ``cpu``; ``cuda`` must be
-    available."""
+    """``auto`` -> ``cuda`` when CUDA is available with a GPU for every process of this
+    machine (torchrun's LOCAL_WORLD_SIZE; every process decides alike), else ``cpu``;
+    ``cuda`` must be available."""
     if name not in TRAIN_DEVICES:
         raise TrainError(f"Unknown device '{name}'; expected one of {', '.join(TRAIN_DEVICES)}.")
     cuda = torch.cuda.is_available()
     if name == "auto":
-        return "cuda" if cuda else "cpu"
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        return "cuda" if cuda and torch.cuda.device_count() >= local_world else "cpu"
     if name == "cuda" and not cuda:
         raise TrainError("device 'cuda': CUDA is not available (no NVIDIA GPU, or this torch "
                          "build is CPU-only). Train with --device cpu, or install a CUDA build "
