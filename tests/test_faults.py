@@ -135,13 +135,13 @@ def _can_mount(tmp_path) -> bool:
     return ok
 
 
-@pytest.fixture(params=["tmpfs", "rlimit"])
+@pytest.fixture
 def disk(request, tmp_path):
-    """A small disk; ``tmpfs`` is skipped where no tmpfs can be mounted (not root), in which
-    case the ``rlimit`` one still runs."""
+    """A small disk (``request.param``, default tmpfs); ``tmpfs`` is skipped where no tmpfs
+    can be mounted (not root), in which case the ``rlimit`` one still runs."""
     path = tmp_path / "disk"
     path.mkdir()
-    if request.param == "tmpfs":
+    if getattr(request, "param", "tmpfs") == "tmpfs":
         if not _mount(path, "size=1m"):
             pytest.skip("cannot mount a tmpfs here (needs root); the RLIMIT_FSIZE variant runs")
         yield Disk(path, "tmpfs")
@@ -222,7 +222,11 @@ WRITERS = [
                                     "--force"], 0, 1, ["e.json"]),
     ("train", lambda t, D: ["train", D / "run", "--steps", "2", *TRAIN], 0, 1, []),
 ]
-SLOW = {"export-onnx"}
+SLOW = {"export-onnx", "export-pt2"}  # torch.export: ~20-40 s each
+#: Writers that also run under RLIMIT_FSIZE by default where a tmpfs can be mounted (root):
+#: the variant is what non-root machines run for every writer, so there it is never slow.
+RLIMIT_QUICK = {"convert-pt", "convert-safetensors", "export-tf", "deblur-image", "train"}
+ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 #: Run in a child process: the exporters leave state in torch that has made a later
 #: in-process command of the same pytest process abort.
 IN_CHILD = {"export-onnx", "export-pt2"}
@@ -238,13 +242,19 @@ def _previous(disk: Disk, names) -> None:
             'model_checkpoint_path: "deblur.model-7"\n')
 
 
-def _writer_params():
-    for case in WRITERS:
-        marks = [pytest.mark.slow] if case[0] in SLOW else []
-        yield pytest.param(*case, id=case[0], marks=marks)
+def _writer_params(modes=(None,), slow_ones=SLOW):
+    for mode in modes:
+        for case in WRITERS:
+            slow = case[0] in slow_ones or (mode == "rlimit" and ROOT and case[0] not in RLIMIT_QUICK)
+            marks = [pytest.mark.slow] if slow else []
+            if mode is None:
+                yield pytest.param(*case, id=case[0], marks=marks)
+            else:
+                yield pytest.param(mode, *case, id=f"{mode}-{case[0]}", marks=marks)
 
 
-@pytest.mark.parametrize("name,args,leave,code,names", list(_writer_params()))
+@pytest.mark.parametrize("disk,name,args,leave,code,names",
+                         list(_writer_params(("tmpfs", "rlimit"))), indirect=["disk"])
 def test_every_writer_on_a_full_disk(disk, tiny, name, args, leave, code, names):
     _previous(disk, names)
     before = _listing(disk.path)
@@ -292,7 +302,7 @@ def read_only(tmp_path):
         pytest.skip("root without mount: no folder here refuses writes")
 
 
-@pytest.mark.parametrize("name,args,leave,code,names", list(_writer_params()))
+@pytest.mark.parametrize("name,args,leave,code,names", list(_writer_params(slow_ones=())))
 def test_every_writer_into_a_read_only_folder(read_only, tiny, name, args, leave, code, names):
     disk, seal = read_only
     _previous(disk, names)
