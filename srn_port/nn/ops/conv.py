@@ -35,9 +35,10 @@ class Conv2dSame(nn.Conv2d):
 
     naive_padding: bool = False
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, dilation=1, bias=True):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, dilation=1, bias=True,
+                 groups=1):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0,
-                         dilation=dilation, bias=bias)
+                         dilation=dilation, groups=groups, bias=bias)
 
     def tf_padding(self, h: int, w: int) -> Tuple[Tuple[int, int], Tuple[int, int]]:
         """((top, bottom), (left, right)): TF's SAME padding for an input of h x w."""
@@ -47,13 +48,13 @@ class Conv2dSame(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.naive_padding:
             pad = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
-            return F.conv2d(x, self.weight, self.bias, self.stride, pad, self.dilation)
+            return F.conv2d(x, self.weight, self.bias, self.stride, pad, self.dilation, self.groups)
         pad_h, pad_w = self.tf_padding(x.shape[-2], x.shape[-1])
         if pad_h[0] == pad_h[1] and pad_w[0] == pad_w[1]:
             return F.conv2d(x, self.weight, self.bias, self.stride, (pad_h[0], pad_w[0]),
-                            self.dilation)
+                            self.dilation, self.groups)
         x = F.pad(x, (pad_w[0], pad_w[1], pad_h[0], pad_h[1]))
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation)
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 def create_conv2d_same(in_channels: int, out_channels: int, kernel_size: IntPair,

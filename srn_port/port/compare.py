@@ -1,0 +1,85 @@
+"""Compare a ported module with TF's activations, tap by tap, and name the first divergence.
+
+A :class:`Tap` pairs a TF activation (a slim ``end_points`` key or a graph tensor name)
+with a module path whose forward output is the same quantity (a forward hook captures it).
+:func:`taps_for` derives the taps from the end_points' names with the same :class:`Map`
+rules that convert the weights. :func:`compare` runs the model once, judges every tap in
+execution order against :mod:`srn_port.core.tolerances` (``max |ours - ref| <= rel * max
+|ref|``) and hands the first divergent tap to :func:`srn_port.port.diagnose.diagnose`.
+
+The TF side is plain arrays (NHWC, as TF computes them): produced by
+:func:`srn_port.reference.porting.run_tf` where TF is installed, or loaded from a file
+made elsewhere, so this module needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .diagnose import diagnose
+from .mapping import Conversion
+from .taps import Diagnosis, Row, Tap, _finite, judge, to_nchw, trace
+
+
+@dataclass
+class PortComparison:
+    rows: List[Row]
+    untapped: List[str]  # reference names with no module
+    first_divergence: Optional[Row] = None
+    diagnosis: Optional[Diagnosis] = None
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.first_divergence is None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return _finite(d)
+
+
+def compare(model: nn.Module, x: torch.Tensor, reference: Mapping[str, np.ndarray],
+            taps: Sequence[Tap], *, conversion: Optional[Conversion] = None,
+            untapped: Sequence[str] = (), diagnose_first: bool = True,
+            tolerance: str = "chained", output_tolerance: str = "output") -> PortComparison:
+    """Run ``model`` (put in eval mode) on the NCHW input ``x`` and compare each tap with
+    ``reference[tap.name]`` (NHWC arrays as TF gives them). Intermediate taps are judged by
+    ``TOLERANCES[tolerance]``, a tap that is the model's return value by
+    ``TOLERANCES[output_tolerance]``. The first divergent tap, in execution order, is
+    diagnosed (:func:`srn_port.port.diagnose.diagnose`); ``conversion`` (the weights the
+    model was loaded with) lets the diagnosis tell changed weights apart."""
+    missing = [t.name for t in taps if t.name not in reference]
+    if missing:
+        raise KeyError(f"no reference activation for tap(s) {', '.join(missing)}")
+    model.eval()
+    tr = trace(model, x, taps)
+    by_name = {t.name: t for t in taps}
+    ordered = tr.fired + [t.name for t in taps if t.name not in tr.fired]
+    result = PortComparison(rows=[], untapped=list(untapped))
+    for name in ordered:
+        tap = by_name[name]
+        ours = tr.outputs.get(name)
+        is_output = (tr.result is not None and ours is not None
+                     and tuple(ours.shape) == tuple(tr.result.shape)
+                     and torch.equal(ours, tr.result.detach().float().cpu()))
+        ref = to_nchw(reference[name])
+        row = judge(name, tap.module, ours, ref, output_tolerance if is_output else tolerance)
+        result.rows.append(row)
+        if not row.passed and result.first_divergence is None:
+            result.first_divergence = row
+    if result.first_divergence is not None and diagnose_first:
+        row = result.first_divergence
+        index = ordered.index(row.name)
+        earlier = [n for n in ordered[:index]]
+        start = max((tr.tap_at[n] for n in earlier if n in tr.tap_at), default=0)
+        end = tr.tap_at.get(row.name, len(tr.order))
+        result.diagnosis = diagnose(model, x, by_name[row.name], to_nchw(reference[row.name]),
+                                    row.tolerance, tr.order[start:end],
+                                    first_tap=not earlier, conversion=conversion)
+    return result

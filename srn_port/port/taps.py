@@ -1,0 +1,194 @@
+"""Taps: a TF activation paired with the module whose output is the same quantity, and the
+forward passes that capture them (forward hooks), judged against the tolerance table."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..core.tolerances import TOLERANCES, within
+from .mapping import Rule, module_path
+
+
+@dataclass(frozen=True)
+class Tap:
+    """TF activation ``name`` <-> the output of module ``module`` ("" the whole model)."""
+
+    name: str
+    module: str
+
+
+@dataclass
+class Row:
+    """One tap: the module's output against the TF activation."""
+
+    name: str
+    module: str
+    shape: Tuple[int, ...]
+    max_abs_err: float
+    max_abs_ref: float
+    max_rel_err: float  # max_abs_err / max |ref|
+    mean_abs_err: float
+    tolerance: str  # key of TOLERANCES
+    tolerance_rel: float
+    passed: bool
+    note: str = ""
+
+
+@dataclass
+class Diagnosis:
+    cause: str  # a key of srn_port.port.diagnose.CAUSES
+    summary: str  # plain words
+    module: str = ""  # the module found at fault ("" none)
+    evidence: List[str] = field(default_factory=list)
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def error_stats(ours: torch.Tensor, ref: torch.Tensor) -> Tuple[float, float, float, float]:
+    """(max |ours - ref|, max |ref|, max error / max |ref|, mean |ours - ref|)."""
+    d = (ours.float() - ref.float()).abs()
+    err = float(d.max()) if d.numel() else 0.0
+    mean = float(d.sum(dtype=torch.float64)) / max(d.numel(), 1)
+    scale = float(ref.abs().max()) if ref.numel() else 0.0
+    rel = err / scale if scale > 0 else (0.0 if err == 0 else math.inf)
+    return err, scale, rel, mean
+
+
+def matches(ours: Optional[torch.Tensor], ref: torch.Tensor, key: str) -> bool:
+    """``ours`` equals ``ref`` within ``TOLERANCES[key]`` (same shape required)."""
+    if ours is None or tuple(ours.shape) != tuple(ref.shape):
+        return False
+    err, scale, _, _ = error_stats(ours, ref)
+    return within(err, scale, TOLERANCES[key])
+
+
+def to_nchw(array) -> torch.Tensor:
+    """A TF activation as the PyTorch layout: 4-D NHWC -> NCHW; other ranks unchanged."""
+    t = torch.as_tensor(np.ascontiguousarray(array))
+    return t.permute(0, 3, 1, 2).contiguous() if t.dim() == 4 else t
+
+
+def taps_for(names: Sequence[str], model: nn.Module, rules: Sequence[Rule],
+             extra: Optional[Mapping[str, str]] = None) -> Tuple[List[Tap], List[str]]:
+    """Taps for the reference ``names`` (end_point keys): each mapped by ``extra`` (name ->
+    module path), else by ``rules`` (the end_point's name as a scope), else by the name
+    itself with ``/`` as ``.``; names whose module does not exist are returned apart."""
+    modules = dict(model.named_modules())
+    taps, untapped = [], []
+    for name in names:
+        candidates = [extra.get(name)] if extra and name in extra else []
+        candidates += [module_path(name, rules), name.replace("/", ".").replace(":", "_")]
+        path = next((p for p in candidates if p is not None and p in modules), None)
+        if path is None:
+            untapped.append(name)
+        else:
+            taps.append(Tap(name, path))
+    return taps, untapped
+
+
+class _Reached(Exception):
+    def __init__(self, output):
+        self.output = output
+
+
+def _first_tensor(out):
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    return None
+
+
+def run_to(model: nn.Module, x: torch.Tensor, path: str) -> Optional[torch.Tensor]:
+    """The output of module ``path`` in a forward pass of ``model`` on ``x`` (stopped
+    there), or None if it never runs."""
+    module = model.get_submodule(path) if path else None
+    if module is None:
+        with torch.no_grad():
+            return _first_tensor(model(x))
+
+    def hook(_m, _i, out):
+        raise _Reached(_first_tensor(out))
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            model(x)
+    except _Reached as reached:
+        return reached.output
+    finally:
+        handle.remove()
+    return None
+
+
+@dataclass
+class Trace:
+    """One forward pass: the taps' outputs and the order modules ran in."""
+
+    outputs: Dict[str, torch.Tensor]  # tap name -> output (first call)
+    fired: List[str]  # tap names in the order they fired
+    order: List[str]  # leaf module paths in the order they first ran
+    tap_at: Dict[str, int]  # tap name -> len(order) when it fired
+    result: Optional[torch.Tensor]
+
+
+def trace(model: nn.Module, x: torch.Tensor, taps: Sequence[Tap]) -> Trace:
+    outputs: Dict[str, torch.Tensor] = {}
+    fired: List[str] = []
+    order: List[str] = []
+    tap_at: Dict[str, int] = {}
+    handles = []
+    by_module: Dict[str, List[Tap]] = {}
+    for tap in taps:
+        by_module.setdefault(tap.module, []).append(tap)
+    for path, module in model.named_modules():
+        leaf = next(module.children(), None) is None
+
+        def hook(_m, _i, out, path=path, leaf=leaf):
+            if leaf and path not in order:
+                order.append(path)
+            for tap in by_module.get(path, ()):
+                if tap.name not in outputs:
+                    t = _first_tensor(out)
+                    if t is not None:
+                        outputs[tap.name] = t.detach().float().cpu()
+                        fired.append(tap.name)
+                        tap_at[tap.name] = len(order)
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            result = _first_tensor(model(x))
+    finally:
+        for h in handles:
+            h.remove()
+    return Trace(outputs, fired, order, tap_at, result)
+
+
+def judge(name: str, module: str, ours: Optional[torch.Tensor], ref: torch.Tensor,
+          key: str) -> Row:
+    tol = TOLERANCES[key]
+    if ours is None:
+        return Row(name, module, tuple(ref.shape), math.inf, float(ref.abs().max()), math.inf,
+                   math.inf, key, tol.rel, False, "the module never ran")
+    if tuple(ours.shape) != tuple(ref.shape):
+        return Row(name, module, tuple(ref.shape), math.inf, float(ref.abs().max()), math.inf,
+                   math.inf, key, tol.rel, False,
+                   f"shape {tuple(ours.shape)}, reference {tuple(ref.shape)}")
+    err, scale, rel, mean = error_stats(ours, ref)
+    return Row(name, module, tuple(ref.shape), err, scale, rel, mean, key, tol.rel,
+               within(err, scale, tol))
