@@ -178,3 +178,25 @@ def test_the_command_refuses_cuda_without_it_and_trains_in_bf16(tmp_path, monkey
     assert res.exit_code == 0, res.output
     state = torch.load(tmp_path / "b" / STATE_FILE, map_location="cpu", weights_only=True)
     assert state["config"]["device"] == "auto" and state["config"]["precision"] == "bf16"
+
+
+def test_tf32_is_off_in_the_forward_and_the_backward(tmp_path, monkeypatch):
+    """cuDNN's fp32 convolutions default to TF32 (the flag is global, also on a CPU build):
+    a fp32 run switches it off for the forward and for the backward, where the gradients'
+    convolutions run."""
+    seen = []
+    run = trainer(tmp_path / "run", steps=1)
+    flag = lambda: torch.backends.cudnn.conv.fp32_precision  # noqa: E731
+    run.model.register_forward_pre_hook(lambda m, a: seen.append(("forward", flag())))
+    original = run._loss
+
+    def loss_spy(net, blur, sharp):
+        loss = original(net, blur, sharp)
+        loss.register_hook(lambda g: seen.append(("backward", flag())))
+        return loss
+
+    monkeypatch.setattr(run, "_loss", loss_spy)
+    before = flag()
+    run.run()
+    assert seen == [("forward", "ieee"), ("backward", "ieee")]
+    assert flag() == before  # restored after the run

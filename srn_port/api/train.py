@@ -416,10 +416,7 @@ class Trainer:
                     group["lr"] = lr
                 self.opt.zero_grad(set_to_none=True)
                 loss = self._loss(net, blur, sharp)
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
-                else:
-                    loss.backward()  # DDP: the gradient is averaged over the processes
+                self._backward(loss)  # DDP: the gradient is averaged over the processes
                 if self.scaler is not None and c.clip_lstm and self.model.config.use_lstm:
                     self.scaler.unscale_(self.opt)
                 if c.clip_lstm and self.model.config.use_lstm:
@@ -476,6 +473,15 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=self.amp):
                 outputs = net(blur)
             return srn_loss([o.float() for o in outputs], sharp)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        """The gradients, with TF32 off for the backward convolutions too (cuDNN's default
+        would use TF32 there, fp32 or not); fp16 through the gradient scaler."""
+        with ieee_fp32():
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
 
     @property
     def interrupted(self) -> bool:
