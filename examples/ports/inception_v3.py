@@ -73,7 +73,8 @@ def _m5(b1a, b1b, b3):
 
 def _m6(d):
     return [[c("Conv2d_0a_1x1", 192, 1)],
-            [c("Conv2d_0a_1x1", d, 1), c("Conv2d_0b_1x7", d, (1, 7)), c("Conv2d_0c_7x1", 192, (7, 1))],
+            [c("Conv2d_0a_1x1", d, 1), c("Conv2d_0b_1x7", d, (1, 7)),
+             c("Conv2d_0c_7x1", 192, (7, 1))],
             [c("Conv2d_0a_1x1", d, 1), c("Conv2d_0b_7x1", d, (7, 1)), c("Conv2d_0c_1x7", d, (1, 7)),
              c("Conv2d_0d_7x1", d, (7, 1)), c("Conv2d_0e_1x7", 192, (1, 7))],
             [AVG, c("Conv2d_0b_1x1", 192, 1)]]
@@ -81,7 +82,8 @@ def _m6(d):
 
 def _m7(b1b):
     return [[c("Conv2d_0a_1x1", 320, 1)],
-            [c("Conv2d_0a_1x1", 384, 1), split(c("Conv2d_0b_1x3", 384, (1, 3)), c(b1b, 384, (3, 1)))],
+            [c("Conv2d_0a_1x1", 384, 1),
+             split(c("Conv2d_0b_1x3", 384, (1, 3)), c(b1b, 384, (3, 1)))],
             [c("Conv2d_0a_1x1", 448, 1), c("Conv2d_0b_3x3", 384, 3),
              split(c("Conv2d_0c_1x3", 384, (1, 3)), c("Conv2d_0d_3x1", 384, (3, 1)))],
             [AVG, c("Conv2d_0b_1x1", 192, 1)]]

@@ -266,7 +266,8 @@ def diagnose(model: nn.Module, x: torch.Tensor, tap: Tap, ref: torch.Tensor, key
             for key_, value in conversion.state_dict.items():
                 if key_.startswith(path + ".") and key_ in state \
                         and not torch.equal(state[key_].cpu(), value):
-                    changed.append(f"{key_} ({conversion.tf_name(key_) or 'not in the checkpoint'})")
+                    tf_name = conversion.tf_name(key_) or "not in the checkpoint"
+                    changed.append(f"{key_} ({tf_name})")
         if changed:
             return Diagnosis("weights-differ", (
                 f"the weights of {', '.join(changed[:6])} are not the checkpoint's: the modules "

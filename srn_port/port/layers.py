@@ -331,8 +331,9 @@ def _nearest_index(in_size: int, out_size: int, align_corners: bool, half_pixel:
     i = torch.arange(out_size, dtype=f32)
     if half_pixel:
         src = torch.floor((i + 0.5) * scale)
-    elif align_corners:
-        src = torch.round(i * scale)
+    elif align_corners:  # C's roundf: halves away from zero (torch.round: to even)
+        v = i * scale
+        src = torch.where(v - torch.floor(v) == 0.5, torch.floor(v) + 1, torch.round(v))
     else:
         src = torch.floor(i * scale)
     return src.to(torch.int64).clamp(0, in_size - 1).to(device)

@@ -141,7 +141,7 @@ class Trace:
 
     outputs: Dict[str, torch.Tensor]  # tap name -> output (first call)
     fired: List[str]  # tap names in the order they fired
-    order: List[str]  # leaf module paths in the order they first ran
+    order: List[str]  # module paths in the order they were first called
     tap_at: Dict[str, int]  # tap name -> len(order) when it fired
     result: Optional[torch.Tensor]
 
@@ -156,11 +156,11 @@ def trace(model: nn.Module, x: torch.Tensor, taps: Sequence[Tap]) -> Trace:
     for tap in taps:
         by_module.setdefault(tap.module, []).append(tap)
     for path, module in model.named_modules():
-        leaf = next(module.children(), None) is None
-
-        def hook(_m, _i, out, path=path, leaf=leaf):
-            if leaf and path not in order:
+        def pre(_m, _args, path=path):
+            if path and path not in order:
                 order.append(path)
+
+        def hook(_m, _i, out, path=path):
             for tap in by_module.get(path, ()):
                 if tap.name not in outputs:
                     t = _first_tensor(out)
@@ -169,6 +169,7 @@ def trace(model: nn.Module, x: torch.Tensor, taps: Sequence[Tap]) -> Trace:
                         fired.append(tap.name)
                         tap_at[tap.name] = len(order)
 
+        handles.append(module.register_forward_pre_hook(pre))
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
