@@ -31,7 +31,7 @@ from srn_port.core.errors import SrnPortError
 from srn_port.data import synthetic
 from srn_port.data.images import encode_image
 
-huggingface_hub = pytest.importorskip("huggingface_hub", reason="the hub extra")
+pytest.importorskip("huggingface_hub", reason="the hub extra")
 from srn_port.nn.model import SRN  # noqa: E402  (after the skip: the mixin needs it)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -78,8 +78,10 @@ def offline(tmp_path, monkeypatch):
     cache.mkdir()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     return cache
 
 
@@ -118,7 +120,7 @@ def test_folder_layout_and_config(folder):
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]
 
 
-def test_round_trip_folder_and_cache_give_identical_outputs(folder, cached):
+def test_round_trip_folder_and_cache_give_identical_outputs(folder, cached, offline):
     reference = outputs(load_model(CKPT))  # the TF checkpoint, converted in memory
     from_folder = SRN.from_pretrained(folder)
     assert not from_folder.training and from_folder.config.width == 4
@@ -130,6 +132,10 @@ def test_round_trip_folder_and_cache_give_identical_outputs(folder, cached):
     assert same(outputs(SRN.from_pretrained(f"hf://{cached}")), reference)
     assert same(outputs(load_model(f"hf://{cached}")), reference)
     assert same(outputs(load_model(Path(f"hf://{cached}"))), reference)  # pathlib folds //
+    # a revision: a tag whose ref names the cached commit
+    (offline / "models--org--srn-color" / "refs" / "v1.0").write_text(COMMIT)
+    assert same(outputs(load_model(f"hf://{cached}@v1.0")), reference)
+    assert same(outputs(SRN.from_pretrained(cached, revision="v1.0")), reference)
 
 
 def test_save_pretrained_round_trip(folder, tmp_path):
@@ -381,7 +387,8 @@ def test_torch_hub_load_local(folder, cached):
     fresh = torch.hub.load(str(REPO), "srn", source="local", variant="gray", width=4)
     assert fresh.config.variant == "gray" and fresh.config.width == 4 and not fresh.training
     conv1 = fresh.enc1_1.weight
-    assert float(conv1.abs().sum()) > 0 and float(fresh.enc1_1.bias.abs().sum()) == 0
+    assert float(conv1.detach().abs().sum()) > 0
+    assert float(fresh.enc1_1.bias.detach().abs().sum()) == 0
     with pytest.raises(SrnPortError, match="not the variant"):
         torch.hub.load(str(REPO), "srn", source="local", weights=str(folder), width=8)
 
@@ -463,3 +470,34 @@ def test_convert_hub_killed_mid_write_leaves_nothing_and_is_cleaned_up(tmp_path)
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # cleaned up
     assert same(outputs(load_model(out)), outputs(load_model(CKPT)))
+
+
+def test_publish_checks_the_folder_first_and_never_goes_online_offline(folder, offline,
+                                                                       tmp_path):
+    marker = tmp_path / "opened.marker"
+    evil = _pickle_folder(tmp_path / "evil", marker, folder)
+    res = run("publish", evil, "org/evil")
+    assert res.exit_code == 1 and "never opens" in res.output
+    res = run("publish", _edited(folder, tmp_path, width=8), "org/name")
+    assert res.exit_code == 1 and "disagrees with itself" in res.output
+    res = run("publish", folder, "not/a/repo")
+    assert res.exit_code == 1 and "not a Hugging Face Hub repository id" in res.output
+    # a good folder, with HF_HUB_OFFLINE=1: huggingface_hub refuses to go online
+    res = run("publish", folder, "org/srn-color")
+    assert res.exit_code == 1 and "Cannot upload" in res.output and "HF_HUB_OFFLINE" in res.output
+    assert "Traceback" not in res.output and not marker.exists()
+
+
+def test_a_tf_checkpoint_folder_with_a_converted_file_beside_it_is_still_the_checkpoint(
+        tmp_path):
+    ckpt = tmp_path / "color"
+    shutil.copytree(CKPT, ckpt)
+    assert run("convert", ckpt, ckpt / "color.pt", "-q").exit_code == 0
+    assert same(outputs(load_model(ckpt)), outputs(load_model(CKPT)))
+    # a training run's folder (model.safetensors, no config.json): pointed at the file
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert run("convert", CKPT, run_dir / "model.safetensors", "-q").exit_code == 0
+    with pytest.raises(SrnPortError, match="Give the weights file itself"):
+        load_model(run_dir)
+    assert same(outputs(load_model(run_dir / "model.safetensors")), outputs(load_model(CKPT)))

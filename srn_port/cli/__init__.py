@@ -16,7 +16,7 @@ import click
 
 from .. import __version__
 from ..core.errors import SrnPortError
-from .convert import convert, inspect
+from .convert import convert, inspect, publish
 from .deblur import deblur
 from .diff import EXIT_USAGE, diff
 from .evaluate import evaluate
@@ -47,7 +47,7 @@ def cli():
     """SRN-Deblur in PyTorch: convert the TF checkpoints, check parity, deblur images."""
 
 
-for _command in (convert, inspect, diff, deblur, evaluate, export, export_tf, train):
+for _command in (convert, inspect, diff, deblur, evaluate, export, export_tf, train, publish):
     cli.add_command(_command)
 
 

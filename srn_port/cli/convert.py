@@ -176,3 +176,21 @@ def _warn_dead_layers(reader, mapped) -> None:
                    f"all 0 and a bias <= 0 before a ReLU: they output 0 and pass no gradient, "
                    f"so training cannot change them, nor what reaches the output only through "
                    f"them")
+
+
+@click.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, default=None,
+              help="Create the repository private (if it does not exist yet).")
+@click.option("--revision", default=None, help="Branch to commit to (default: main).")
+@click.option("-m", "--message", default=None, help="Commit message.")
+def publish(folder, repo_id, private, revision, message):
+    """Upload the Hub FOLDER (written by `srn-port convert CKPT FOLDER --hub`) to the
+    Hugging Face Hub repository REPO_ID (ORG/NAME), with huggingface_hub's upload_folder:
+    its config.json, model.safetensors and README.md, checked first as loading checks them.
+    Needs the 'hub' extra and a token (`hf auth login`)."""
+    from ..core.hubfolder import publish as upload
+
+    url = upload(folder, repo_id, private=private, revision=revision, message=message)
+    click.echo(f"uploaded {folder} to hf://{repo_id}: {url}")

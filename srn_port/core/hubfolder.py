@@ -86,13 +86,16 @@ def hub_id(weights) -> Optional[Tuple[str, Optional[str]]]:
 
 
 def is_hub_folder(path) -> bool:
-    """A folder that holds a config.json, a model.safetensors or pickled weights (a TF
-    checkpoint folder holds none of them)."""
+    """A folder that holds a config.json or a model.safetensors, or pickled weights and no
+    TF checkpoint (a ``checkpoint`` file or an ``.index``: a TF checkpoint folder may hold a
+    converted ``.pt`` beside it, and is read as the checkpoint)."""
     path = Path(path)
     if not path.is_dir():
         return False
     if (path / CONFIG_NAME).exists() or (path / WEIGHTS_NAME).exists():
         return True
+    if (path / "checkpoint").exists() or next(path.glob("*.index"), None) is not None:
+        return False
     return bool(_pickles(path))
 
 
@@ -110,8 +113,9 @@ def download(repo_id: str, revision: Optional[str] = None, *, cache_dir=None,
     config.json, model.safetensors and README.md only (from the cache when it holds them;
     ``HF_HUB_OFFLINE=1`` never touches the network)."""
     hub = require_hub(f"Loading the Hub model '{repo_id}'")
-    from huggingface_hub.errors import (LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    # huggingface_hub.utils: where 0.23 has them, and later versions still export them
+    from huggingface_hub.utils import (HFValidationError, LocalEntryNotFoundError,
+                                       RepositoryNotFoundError, RevisionNotFoundError)
 
     where = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
     try:
@@ -125,6 +129,9 @@ def download(repo_id: str, revision: Optional[str] = None, *, cache_dir=None,
             f"is off (HF_HUB_OFFLINE=1, or no network). Download it once with network access "
             f"(or unset HF_HUB_OFFLINE), or give the path of a local copy of the folder.") \
             from None
+    except HFValidationError as exc:
+        raise SrnPortError(f"'{repo_id}' is not a Hugging Face Hub model id ({exc}); write it "
+                           f"as ORG/NAME, or give the path of a local folder.") from None
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
         raise SrnPortError(f"The Hub has no model '{where}' ({type(exc).__name__}); check the "
                            f"name and revision (private models need `hf auth login`).") from None
@@ -182,8 +189,9 @@ def check_folder(folder) -> Tuple[Path, SRNConfig]:
                              f"--hub` or SRN.save_pretrained).")
     if not (folder / CONFIG_NAME).exists():
         raise ModelFileError(f"The model folder '{folder}' has {WEIGHTS_NAME} but no "
-                             f"{CONFIG_NAME}, which says what the model is; write the folder "
-                             f"again with: srn-port convert CHECKPOINT OUT --hub")
+                             f"{CONFIG_NAME}, which a Hub folder has to say what the model is. "
+                             f"Give the weights file itself ('{weights}'), or write a Hub "
+                             f"folder with: srn-port convert CHECKPOINT OUT --hub")
     declared = read_config(folder)
     config = SRNConfig(variant=declared["variant"], width=declared["width"])
     regular_file_size(weights, "model weights")
@@ -224,6 +232,45 @@ def resolve_weights(weights) -> Path:
     if is_hub_folder(path):
         return check_folder(path)[0]
     return path
+
+
+def publish(folder, repo_id: str, *, private: Optional[bool] = None,
+            revision: Optional[str] = None, message: Optional[str] = None, token=None) -> str:
+    """Upload a Hub folder with huggingface_hub (``create_repo``, then ``upload_folder`` of
+    its three files only, one commit), after checking it as loading does; returns the
+    commit's URL."""
+    folder = Path(folder)
+    if not is_hub_folder(folder):
+        raise SrnPortError(f"'{folder}' is not a Hub folder (config.json, model.safetensors, "
+                           f"README.md); write one with: srn-port convert CHECKPOINT OUT --hub")
+    check_folder(folder)
+    if not (folder / CARD_NAME).is_file():
+        raise SrnPortError(f"The model folder '{folder}' has no {CARD_NAME} (the model card); "
+                           f"write the folder again with: srn-port convert CHECKPOINT OUT --hub")
+    if not _REPO_ID.match(repo_id) or ".." in repo_id:
+        raise SrnPortError(f"'{repo_id}' is not a Hugging Face Hub repository id; write it as "
+                           f"ORG/NAME.")
+    hub = require_hub("srn-port publish")
+    network_errors = (OSError,)  # offline mode, HTTP errors (huggingface_hub's are OSErrors)
+    try:
+        import httpx
+
+        network_errors += (httpx.HTTPError,)
+    except ImportError:
+        pass
+    try:
+        api = hub.HfApi(token=token)
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder),
+                                 allow_patterns=list(HUB_FILES), revision=revision,
+                                 commit_message=message or f"srn-port {__version__}: upload "
+                                                           f"{folder.name}")
+    except network_errors as exc:
+        raise SrnPortError(f"Cannot upload '{folder}' to hf://{repo_id}: "
+                           f"{' '.join(str(exc).split())[:300].rstrip('.')}. Check the network, that "
+                           f"HF_HUB_OFFLINE is not set, and your token (`hf auth login`), "
+                           f"then run the command again.") from None
+    return str(getattr(info, "commit_url", info))
 
 
 def sha256_file(path) -> str:
