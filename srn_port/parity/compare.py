@@ -173,7 +173,8 @@ def compare(model: SRN, reference: Reference, *, isolate: bool = False,
     base.load_state_dict(ref_sd if ref_sd is not None else model.state_dict(), strict=True)
     transposed = frozenset(f"{n}.weight" for n, m in model.named_modules()
                            if isinstance(m, torch.nn.ConvTranspose2d))
-    wdiffs = (weight_differences(model.state_dict(), ref_sd, transposed)
+    ours_sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # any device
+    wdiffs = (weight_differences(ours_sd, ref_sd, transposed)
               if ref_sd is not None else None)
     result = Comparison(mode="isolated" if isolate else "chained",
                         reference=reference.description, model=model_name,
