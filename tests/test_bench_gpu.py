@@ -83,3 +83,16 @@ def test_gpu_check_runs_nothing_without_cuda(tmp_path):
     assert "CUDA is not available to this torch" in res.stdout
     assert "cannot run the CUDA check" in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["machine.txt"]
+
+
+def test_peak_figures_are_picked_by_the_exact_part():
+    sys.path.insert(0, str(REPO / "tools"))
+    import bench_gpu
+
+    h200, _ = bench_gpu._peaks("NVIDIA H200", None)
+    assert h200["fp16"] == 989.4 and h200["fp32"] == 67.0
+    for slower_or_other in ("NVIDIA H200 NVL", "NVIDIA H100 PCIe", "NVIDIA L40S", "Tesla T4"):
+        peaks, why = bench_gpu._peaks(slower_or_other, None)
+        assert peaks == {} and "--peak-tflops" in why
+    assert bench_gpu._peaks("NVIDIA L40S", "fp32=91.6,fp16=362")[0] == {"fp32": 91.6,
+                                                                         "fp16": 362.0}

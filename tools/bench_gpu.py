@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -36,13 +37,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PAPER_STEPS, PAPER_HOURS = 523_000, 72.0
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
-#: Dense (no sparsity) datasheet peaks in TFLOP/s, by a substring of the device name.
+#: Dense (no sparsity) datasheet peaks in TFLOP/s, by a pattern of the device name (SXM
+#: parts; the H200 NVL and H100 PCIe are slower and not listed: pass --peak-tflops).
 #: fp32 is the CUDA cores' rate; tf32/fp16/bf16 the tensor cores' (fp32 accumulation).
 KNOWN_PEAKS = {
-    "H200": {"fp32": 67.0, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4},
-    "H100 80GB HBM3": {"fp32": 67.0, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4},
-    "A100": {"fp32": 19.5, "tf32": 156.0, "fp16": 312.0, "bf16": 312.0},
-    "L4": {"fp32": 30.3, "tf32": 60.0, "fp16": 121.0, "bf16": 121.0},
+    r"\bH200\b(?!.*NVL)": {"fp32": 67.0, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4},
+    r"\bH100 80GB HBM3\b": {"fp32": 67.0, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4},
+    r"\bA100\b": {"fp32": 19.5, "tf32": 156.0, "fp16": 312.0, "bf16": 312.0},
+    r"\bL4\b": {"fp32": 30.3, "tf32": 60.0, "fp16": 121.0, "bf16": 121.0},
 }
 
 
@@ -120,9 +122,9 @@ def _peaks(name: str, override):
                 "--peak-tflops"
         except ValueError:
             raise SystemExit("Error: --peak-tflops is e.g. fp32=67,fp16=989.4") from None
-    for key, peaks in KNOWN_PEAKS.items():
-        if key in name:
-            return peaks, f"datasheet ({key}, dense)"
+    for pattern, peaks in KNOWN_PEAKS.items():
+        if re.search(pattern, name):
+            return peaks, f"datasheet dense peaks for {name}"
     return {}, "unknown GPU: pass --peak-tflops for the ratio to the peak"
 
 
