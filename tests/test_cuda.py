@@ -128,6 +128,27 @@ def test_a_run_resumes_from_cpu_on_cuda_and_back(tmp_path):
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 2 * 6 * 1e-4
 
 
+def test_a_tf_run_resumes_on_cuda(tmp_path):
+    """--resume-tf onto the GPU: the TF checkpoint's weights and Adam slots land on the
+    device bit for bit, and the run continues there."""
+    from _srn_ckpt import srn_tensors, write_srn_checkpoint
+    from srn_port.core.convert import read_adam_state
+
+    model_cfg = SRNConfig("color", 4)
+    tensors = srn_tensors(model_cfg)
+    tensors["Variable"] = np.int32(4)
+    prefix = write_srn_checkpoint(tmp_path / "tf", model_cfg, step=4, tensors=tensors)
+    cfg = _config("cuda")
+    trainer = Trainer(cfg, dataset_for(None, cfg, 3), tmp_path / "run", resume_tf=prefix)
+    adam = read_adam_state(prefix)
+    for name, p in trainer.model.named_parameters():
+        assert p.device.type == "cuda"
+        slots = trainer.opt.state[p]
+        assert torch.equal(slots["m"].cpu(), torch.from_numpy(adam["m"][name]))
+        assert torch.equal(slots["v"].cpu(), torch.from_numpy(adam["v"][name]))
+    assert trainer.step == 4 and trainer.run() == 6
+
+
 def test_the_command_trains_on_cuda_and_logs_the_data_wait(tmp_path):
     res = CliRunner().invoke(cli, ["train", str(tmp_path / "run"), "--synthetic", "--width",
                                    "4", "--steps", "3", "--batch", "4", "--crop", "64",
