@@ -65,7 +65,7 @@ fi
 
 status=0
 echo "== CUDA tests"
-timeout 210 "$PY" -m pytest -m cuda tests/test_cuda.py -q -rA -p no:cacheprovider \
+timeout 210 "$PY" -m pytest -m cuda tests/test_cuda.py -v -rA -p no:cacheprovider \
     --junitxml="$OUT/cuda_tests.xml" > "$OUT/cuda_tests.log" 2>&1 || status=1
 tail -n 40 "$OUT/cuda_tests.log"
 
