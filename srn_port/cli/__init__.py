@@ -22,11 +22,12 @@ from .diff import EXIT_USAGE, diff
 from .evaluate import evaluate
 from .export import export
 from .export_tf import export_tf
+from .port_diff import port_diff
 from .train import train
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 #: Exit status of a user error, by command (default 1).
-ERROR_EXIT = {"diff": EXIT_USAGE}
+ERROR_EXIT = {"diff": EXIT_USAGE, "port-diff": EXIT_USAGE}
 
 
 class SrnGroup(click.Group):
@@ -47,7 +48,8 @@ def cli():
     """SRN-Deblur in PyTorch: convert the TF checkpoints, check parity, deblur images."""
 
 
-for _command in (convert, inspect, diff, deblur, evaluate, export, export_tf, train, publish):
+for _command in (convert, inspect, diff, port_diff, deblur, evaluate, export, export_tf, train,
+                 publish):
     cli.add_command(_command)
 
 

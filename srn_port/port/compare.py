@@ -15,7 +15,7 @@ made elsewhere, so this module needs no TensorFlow.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,27 +33,37 @@ class PortComparison:
     first_divergence: Optional[Row] = None
     diagnosis: Optional[Diagnosis] = None
     notes: List[str] = field(default_factory=list)
+    #: tap name -> (ours, reference), NCHW: the taps asked for with ``keep``, and the first
+    #: divergent one (not part of to_dict)
+    tensors: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict,
+                                                                  repr=False)
 
     @property
     def passed(self) -> bool:
         return self.first_divergence is None
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        tensors, self.tensors = self.tensors, {}
+        try:
+            d = asdict(self)
+        finally:
+            self.tensors = tensors
+        d.pop("tensors")
         d["passed"] = self.passed
         return _finite(d)
 
 
 def compare(model: nn.Module, x: torch.Tensor, reference: Mapping[str, np.ndarray],
             taps: Sequence[Tap], *, conversion: Optional[Conversion] = None,
-            untapped: Sequence[str] = (), diagnose_first: bool = True,
+            untapped: Sequence[str] = (), diagnose_first: bool = True, keep: Sequence[str] = (),
             tolerance: str = "chained", output_tolerance: str = "output") -> PortComparison:
     """Run ``model`` (put in eval mode) on the NCHW input ``x`` and compare each tap with
     ``reference[tap.name]`` (NHWC arrays as TF gives them). Intermediate taps are judged by
     ``TOLERANCES[tolerance]``, a tap that is the model's return value by
     ``TOLERANCES[output_tolerance]``. The first divergent tap, in execution order, is
     diagnosed (:func:`srn_port.port.diagnose.diagnose`); ``conversion`` (the weights the
-    model was loaded with) lets the diagnosis tell changed weights apart."""
+    model was loaded with) lets the diagnosis tell changed weights apart. ``keep``: tap
+    names whose two tensors are returned in ``tensors`` (the first divergent one always is)."""
     missing = [t.name for t in taps if t.name not in reference]
     if missing:
         raise KeyError(f"no reference activation for tap(s) {', '.join(missing)}")
@@ -73,6 +83,10 @@ def compare(model: nn.Module, x: torch.Tensor, reference: Mapping[str, np.ndarra
         result.rows.append(row)
         if not row.passed and result.first_divergence is None:
             result.first_divergence = row
+            if ours is not None:
+                result.tensors[name] = (ours, ref)
+        if name in keep and ours is not None:
+            result.tensors[name] = (ours, ref)
     if result.first_divergence is not None and diagnose_first:
         row = result.first_divergence
         index = ordered.index(row.name)

@@ -35,6 +35,8 @@ CAUSES = {
                "(a one-pixel shift)",
     "avgpool-count": "average pooling that counts the zero padding (TF does not)",
     "bn-epsilon": "a batch-norm epsilon other than the TF graph's",
+    "bn-training": "batch norm with the batch's statistics in TF (is_training=True), the "
+                   "moving ones in the port",
     "flatten-order": "features flattened in NCHW order before a fully-connected layer "
                      "(TF flattens NHWC)",
     "resize": "the resize's sampling convention (TF1 legacy, align_corners, half-pixel)",
@@ -125,6 +127,13 @@ def fixes(path: str, module: nn.Module, in_shape: Optional[Tuple[int, ...]]) -> 
                     f"{path} (batch norm) uses epsilon {module.eps:g}; the TF graph's is {eps:g} "
                     f"(slim.batch_norm's default is 0.001, PyTorch's 1e-5; ResNet's arg_scope "
                     f"sets 1e-5). Build it with eps={eps:g}."), fixed
+        if not module.training:
+            fixed = copy.deepcopy(module).train()
+            yield "bn-training", (
+                f"{path} (batch norm) normalises with the moving statistics, and the TF graph "
+                f"with the batch's own: it was built with is_training=True (slim.batch_norm's "
+                f"default; tf-slim's nets take is_training and default to True). Build the TF "
+                f"graph with is_training=False for inference."), fixed
     # flatten order
     if isinstance(module, L.FullyConnected) and module.flatten_order != "NHWC":
         fixed = copy.deepcopy(module)

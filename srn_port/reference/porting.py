@@ -84,6 +84,8 @@ def run_tf(builder: Callable, images: np.ndarray, *, checkpoint: Optional[str] =
         end_points = {k: v for k, v in end_points.items() if isinstance(v, tf.Tensor)}
         tensors = dict(end_points)
         for name in fetch:
+            if name in tensors:
+                continue
             try:
                 tensors[name] = graph.get_tensor_by_name(name if ":" in name else name + ":0")
             except (KeyError, ValueError) as exc:
