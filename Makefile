@@ -25,7 +25,7 @@ $(VENV)/.stamp-base: setup.cfg pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.stamp-tf: $(VENV)/.stamp-base
-	$(PIP) -e ".[tf,port,train,onnx,eval,hub,dev]"
+	$(PIP) -e ".[tf,port,train,onnx,eval,hub,video,dev]"
 	touch $@
 
 install: $(VENV)/.stamp-base

@@ -67,6 +67,15 @@ def weights(tmp_path_factory, ckpt_dir):
 
 # -- 1. videos: damaged, truncated, frames claiming huge sizes; 12. absurd frame rates ----
 
+@pytest.fixture(params=["pyav", "opencv"])
+def backend(request, monkeypatch):
+    """Each video backend in turn (SRN_PORT_VIDEO_BACKEND); PyAV's skipped without it."""
+    if request.param == "pyav":
+        pytest.importorskip("av")
+    monkeypatch.setenv("SRN_PORT_VIDEO_BACKEND", request.param)
+    return request.param
+
+
 def mjpg_avi(path: Path, frames: int = 10, size=(48, 64), fps: float = 10.0) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size[::-1])
     assert writer.isOpened()
@@ -149,7 +158,8 @@ def decoded(path: Path) -> int:
     ("real 8000x8000", "frame 3's JPEG header claims 8000x8000 pixels, more than the limit"),
     ("real 96x64", "frame 3's JPEG header says 96x64 pixels, frame 1's 64x48"),
 ])
-def test_a_video_that_cannot_be_decoded_to_its_end_fails(tmp_path, weights, damage, needle):
+def test_a_video_that_cannot_be_decoded_to_its_end_fails(tmp_path, weights, damage, needle,
+                                                         backend):
     src = tmp_path / "in"
     src.mkdir()
     if damage == "third frame":
@@ -179,7 +189,8 @@ def test_a_video_that_cannot_be_decoded_to_its_end_fails(tmp_path, weights, dama
 
 def test_frame_headers_are_checked_before_opencv_decodes_anything(tmp_path, monkeypatch):
     """A frame claiming more pixels than the limit is refused from its header: OpenCV is
-    never asked to open the file."""
+    never asked to open the file. (PyAV's av.open likewise: tests/test_video_pyav.py.)"""
+    monkeypatch.setenv("SRN_PORT_VIDEO_BACKEND", "opencv")
     clip = huge_third_frame(tmp_path / "clip.avi", 8000)
     opened = []
     monkeypatch.setattr(cv2, "VideoCapture", lambda *a: opened.append(a))
@@ -191,7 +202,7 @@ def test_frame_headers_are_checked_before_opencv_decodes_anything(tmp_path, monk
         Video(clip)
 
 
-def test_the_video_iterator_counts_its_frames(tmp_path):
+def test_the_video_iterator_counts_its_frames(tmp_path, backend):
     clip = damaged_third_frame(tmp_path / "clip.avi")
     with Video(clip) as video:
         assert video.frames == 10
@@ -202,7 +213,10 @@ def test_the_video_iterator_counts_its_frames(tmp_path):
     assert len(got) == 2
 
 
-def test_a_frame_rate_a_container_cannot_hold_is_an_error_not_a_change(tmp_path, weights):
+def test_a_frame_rate_a_container_cannot_hold_is_an_error_not_a_change(tmp_path, weights,
+                                                                       monkeypatch):
+    """OpenCV's writer (PyAV keeps both rates or refuses: tests/test_video_pyav.py)."""
+    monkeypatch.setenv("SRN_PORT_VIDEO_BACKEND", "opencv")
     slow = avi_with_rate(tmp_path / "slow.avi", 1, 2**31)  # 4.7e-10 fps
     fast = avi_with_rate(tmp_path / "fast.avi", 90000, 1)
     with Video(slow) as v:
@@ -217,7 +231,9 @@ def test_a_frame_rate_a_container_cannot_hold_is_an_error_not_a_change(tmp_path,
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
-def test_a_usual_frame_rate_is_kept_exactly(tmp_path, weights):
+def test_a_usual_frame_rate_is_kept_exactly(tmp_path, weights, monkeypatch):
+    """OpenCV's writer; PyAV keeps 30000/1001 itself (tests/test_video_pyav.py)."""
+    monkeypatch.setenv("SRN_PORT_VIDEO_BACKEND", "opencv")
     clip = avi_with_rate(tmp_path / "clip.avi", 30000, 1001)  # 29.97 fps
     res = run("deblur", weights, clip, "-o", tmp_path / "out")
     assert res.exit_code == 0, res.output

@@ -238,10 +238,16 @@ def check_compile(ctx, compile_, compile_mode, dev) -> None:
               help="Also write NAME_compare.png: input | output side by side.")
 @click.option("--batch", type=click.IntRange(min=1), default=4,
               help="Video frames per network call (--mode full without --tile).")
+@click.option("--codec", default=None,
+              help="Videos: the FFmpeg encoder (PyAV, the video extra), e.g. libx265, "
+                   "libvpx-vp9, ffv1.  [default: libx264, H.264 yuv420p]")
+@click.option("--crf", type=int, default=None,
+              help="Videos: the encoder's constant rate factor (0 lossless; lower is better "
+                   "and larger).  [default: 18]")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.pass_context
 def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, device, precision,
-           compare, max_pixels, compile_, compile_mode, backend, batch, force):
+           compare, max_pixels, compile_, compile_mode, backend, batch, codec, crf, force):
     """Deblur the images INPUT... (files and/or folders) with WEIGHTS into OUTDIR.
 
     WEIGHTS is a file written by `srn-port convert` or a TF checkpoint (folder or prefix),
@@ -262,6 +268,7 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
     jobs, notes = plan_jobs(list(inputs), outdir, compare, force)
     if not jobs:
         raise click.UsageError("No images to deblur in " + _listing(inputs) + ".")
+    video = _check_video_options(jobs, codec, crf)
     from ..core.fileio import input_clash
 
     for out in (o for j in jobs for o in (j.output, j.compare) if o is not None):
@@ -305,7 +312,7 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
         if busy is not None:
             raise FolderBusyError(busy)
         mine = _run_jobs(model, jobs[rank::world], mode, height, width, tile, overlap, dev,
-                         precision, compare, max_pixels, batch)
+                         precision, compare, max_pixels, batch, video)
         parts = gather(mine, world)
     finally:
         lock.release()
@@ -329,8 +336,37 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
         ctx.exit(1)
 
 
+def _check_video_options(jobs, codec, crf) -> dict:
+    """The video writer's options ({} for OpenCV), checked before any work: --codec/--crf
+    need PyAV and an encoder it has; SRN_PORT_VIDEO_BACKEND must be a known value."""
+    from ..data.video import check_encoder, video_backend
+
+    if not any(j.output is not None and is_video(j.source) for j in jobs):
+        return {}
+    backend = video_backend()  # an unknown SRN_PORT_VIDEO_BACKEND is an error here
+    try:
+        if backend == "opencv":
+            if codec is not None or crf is not None:
+                if _pyav_missing():
+                    check_encoder(codec, crf)  # says that PyAV is not installed
+                raise SrnPortError("--codec and --crf choose PyAV's encoder, and videos are "
+                                   "written by OpenCV here (SRN_PORT_VIDEO_BACKEND=opencv); "
+                                   "unset it, or leave out --codec/--crf.")
+            return {}
+        codec, crf = check_encoder(codec, crf)
+    except SrnPortError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--codec'/'--crf'") from None
+    return {"codec": codec, "crf": crf}
+
+
+def _pyav_missing() -> bool:
+    from ..data.video import _import_av
+
+    return _import_av() is None
+
+
 def _run_jobs(model, jobs, mode, height, width, tile, overlap, dev, precision, compare,
-              max_pixels=None, batch=1):
+              max_pixels=None, batch=1, video=None):
     import torch
     from tqdm import tqdm
 
@@ -365,7 +401,7 @@ def _run_jobs(model, jobs, mode, height, width, tile, overlap, dev, precision, c
                         return [deblur_image(model, f, mode=mode, height=height, width=width,
                                              tile=tile, overlap=overlap, precision=precision)
                                 for f in frames]
-                megapixels += _deblur_video(job, compare, max_pixels, run, batch)
+                megapixels += _deblur_video(job, compare, max_pixels, run, batch, video)
                 continue
             image = read_image(job.source, max_pixels=max_pixels)
             result = deblur_image(model, image, mode=mode, height=height, width=width,
@@ -394,18 +430,21 @@ def _run_jobs(model, jobs, mode, height, width, tile, overlap, dev, precision, c
     return failures, megapixels, time.perf_counter() - start
 
 
-def _deblur_video(job, compare: bool, max_pixels, deblur, batch: int = 1) -> float:
-    """Deblur a video into ``job.output`` (same frame rate and size), ``batch`` frames per call
-    of ``deblur`` (a list of frames in, their results out), then, with ``compare``, write
-    input | output side by side; returns the megapixels processed."""
+def _deblur_video(job, compare: bool, max_pixels, deblur, batch: int = 1,
+                  options=None) -> float:
+    """Deblur a video into ``job.output`` (same frame times, size, audio with PyAV), ``batch``
+    frames per call of ``deblur`` (a list of frames in, their results out), then, with
+    ``compare``, write input | output side by side; returns the megapixels processed.
+    ``options``: the writer's ``codec`` and ``crf`` (PyAV)."""
     from tqdm import tqdm
 
     from ..data.images import side_by_side
     from ..data.video import Video, write_video
 
+    options = options or {}
     with Video(job.source, max_pixels=max_pixels) as video:
-        tqdm.write(f"note: '{job.source}': {video.frames} frame(s) at {video.fps:g} fps; audio "
-                   f"is not carried over (OpenCV reads and writes frames only)", file=sys.stderr)
+        tqdm.write(f"note: '{job.source}': {video.frames} frame(s) at {video.fps:g} fps; "
+                   f"{_video_note(video, options)}", file=sys.stderr)
         bar = tqdm(total=video.frames or None, unit="frame", leave=False, disable=None,
                    file=sys.stderr)
 
@@ -422,15 +461,27 @@ def _deblur_video(job, compare: bool, max_pixels, deblur, batch: int = 1) -> flo
                 bar.update(len(chunk))
 
         try:
-            n = write_video(job.output, frames(), video.fps, video.width, video.height)
+            n = write_video(job.output, frames(), video.fps, video.width, video.height,
+                            source=video, **options)
         finally:
             bar.close()
         fps, w, h = video.fps, video.width, video.height
     if compare:
         with Video(job.source) as left, Video(job.output) as right:
             write_video(job.compare, (side_by_side(a, b) for a, b in zip(left, right)), fps,
-                        2 * w, h)
+                        2 * w, h, source=left, **options)
     return n * w * h / 1e6
+
+
+def _video_note(video, options) -> str:
+    if video.backend == "opencv":
+        return ("audio is not carried over (OpenCV reads and writes frames only; "
+                "pip install 'srn-port[video]' to keep it)")
+    audio = (f"{len(video.audio)} audio stream(s) copied" if video.audio else "no audio")
+    dropped = (f", {len(video.dropped)} other stream(s) ({', '.join(video.dropped)}) not "
+               f"carried over" if video.dropped else "")
+    crf = f", crf {options['crf']}" if options.get("crf") is not None else ""
+    return f"{audio}{dropped}; written with {options.get('codec')}{crf} (PyAV)"
 
 
 def _quiet_opencv():
