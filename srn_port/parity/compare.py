@@ -21,6 +21,7 @@ from ..core.errors import SrnPortError
 from ..core.network import OUTPUT_NODE, STATE_NODE, Node, level_graph
 from ..nn.model import SRN
 from ..core.tolerances import TOLERANCES, node_tolerance_keys, within
+from ..port.taps import _finite, error_stats  # the same statistics for any port
 from .detail import LayerDetail, layer_detail
 from ..nn.precision import PRECISIONS, emulate_rounding, numerics
 from .diagnose import (Diagnosis, NodeCase, WeightDifference, diagnose, precision_diagnosis,
@@ -72,26 +73,6 @@ class Comparison:
             det.pop("error_map", None)
         d["passed"] = self.passed
         return _finite(d)
-
-
-def _finite(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def error_stats(ours: torch.Tensor, ref: torch.Tensor) -> Tuple[float, float, float, float]:
-    """(max |ours - ref|, max |ref|, max error / max |ref|, mean |ours - ref|)."""
-    d = (ours.float() - ref.float()).abs()
-    err = float(d.max()) if d.numel() else 0.0
-    mean = float(d.sum(dtype=torch.float64)) / max(d.numel(), 1)
-    scale = float(ref.abs().max()) if ref.numel() else 0.0
-    rel = err / scale if scale > 0 else (0.0 if err == 0 else math.inf)
-    return err, scale, rel, mean
 
 
 def judge_row(level: int, name: str, op: str, ours: torch.Tensor, ref: torch.Tensor,

@@ -30,6 +30,8 @@ from ..nn.ops.conv import Conv2dSame, ConvTranspose2dSame
 from ..nn.ops.padding import same_padding
 from ..core.tolerances import EXACT_OPS, TOLERANCES, within
 from ..nn.precision import UNIT_ROUNDOFF, numerics
+# Ways a converter mangles a correct kernel: the porting toolkit's list, shared
+from ..port.diagnose import WEIGHT_TRANSFORMS
 
 
 @dataclass
@@ -199,17 +201,6 @@ def _explain_lstm(case: NodeCase, label: str) -> str:
             f"of LSTM_conv as i, j, f, o, adds forget bias {FORGET_BIAS:g} to f inside the graph "
             f"(it is not in the checkpoint) and packs the state as [c, h]. Fed the reference's own "
             f"inputs, the model's cell computes what TF's would with {label}.")
-
-
-#: Ways a converter can mangle a correct PyTorch kernel ``w`` ([out, in, kh, kw], or
-#: [in, out, kh, kw] for transposed convolutions).
-WEIGHT_TRANSFORMS: Tuple[Tuple[str, Callable[[torch.Tensor], torch.Tensor]], ...] = (
-    ("kernel transposed (kh and kw swapped)", lambda w: w.transpose(-1, -2)),
-    ("kernel flipped spatially", lambda w: w.flip(-1, -2)),
-    ("TF kernel reshaped instead of permuted",
-     lambda w: w.permute(2, 3, 1, 0).contiguous().reshape(w.shape)),
-    ("input and output channel axes swapped", lambda w: w.transpose(0, 1)),
-)
 
 
 def _layout_variants(case: NodeCase) -> Variants:
