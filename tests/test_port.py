@@ -191,3 +191,31 @@ def test_nchw_flatten_order_is_named_at_the_fully_connected_layer():
     assert [r.passed for r in result.rows] == [True, False]
     assert result.rows[1].tolerance == "output"
     assert result.diagnosis.cause == "flatten-order" and result.diagnosis.module == "fc"
+
+
+def test_plain_torch_modules_map_too():
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, bias=False)
+            self.bn = nn.BatchNorm2d(4)
+            self.up = nn.ConvTranspose2d(4, 2, 2, 2)
+            self.fc = nn.Linear(6, 5)
+
+    rng = np.random.default_rng(3)
+    arrays = {"m/conv/weights": rng.standard_normal((3, 3, 3, 4)),
+              "m/bn/gamma": rng.standard_normal(4), "m/bn/beta": rng.standard_normal(4),
+              "m/bn/moving_mean": rng.standard_normal(4),
+              "m/bn/moving_variance": rng.uniform(0.5, 2, 4),
+              "m/up/weights": rng.standard_normal((2, 2, 2, 4)),  # [kh, kw, out, in]
+              "m/up/biases": rng.standard_normal(2),
+              "m/fc/weights": rng.standard_normal((6, 5)), "m/fc/biases": rng.standard_normal(5)}
+    arrays = {k: v.astype(np.float32) for k, v in arrays.items()}
+    model = Plain()
+    conv = port.load(arrays, model, (port.Map("m", ""),))
+    assert len(conv.mapped) == 9 and conv.dropped == {}
+    assert torch.equal(model.bn.running_var, torch.from_numpy(arrays["m/bn/moving_variance"]))
+    assert torch.equal(model.bn.weight, torch.from_numpy(arrays["m/bn/gamma"]))
+    up = arrays["m/up/weights"]  # torch's [in, out, kh, kw]
+    assert torch.equal(model.up.weight[3, 1], torch.from_numpy(up[:, :, 1, 3]))
+    assert int(model.bn.num_batches_tracked) == 0  # no TF quantity: left as it was

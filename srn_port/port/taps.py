@@ -150,6 +150,7 @@ def trace(model: nn.Module, x: torch.Tensor, taps: Sequence[Tap]) -> Trace:
     outputs: Dict[str, torch.Tensor] = {}
     fired: List[str] = []
     order: List[str] = []
+    seen = set()
     tap_at: Dict[str, int] = {}
     handles = []
     by_module: Dict[str, List[Tap]] = {}
@@ -157,7 +158,8 @@ def trace(model: nn.Module, x: torch.Tensor, taps: Sequence[Tap]) -> Trace:
         by_module.setdefault(tap.module, []).append(tap)
     for path, module in model.named_modules():
         def pre(_m, _args, path=path):
-            if path and path not in order:
+            if path and path not in seen:
+                seen.add(path)
                 order.append(path)
 
         def hook(_m, _i, out, path=path):
