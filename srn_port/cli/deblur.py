@@ -310,6 +310,8 @@ def deblur(ctx, weights, inputs, outdir, mode, height, width, tile, overlap, dev
                 busy = str(exc)
         busy = gather(busy, world)[0]
         if busy is not None:
+            if rank != 0:  # rank 0 says why
+                ctx.exit(1)
             raise FolderBusyError(busy)
         mine = _run_jobs(model, jobs[rank::world], mode, height, width, tile, overlap, dev,
                          precision, compare, max_pixels, batch, video)
