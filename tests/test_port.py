@@ -219,3 +219,24 @@ def test_plain_torch_modules_map_too():
     up = arrays["m/up/weights"]  # torch's [in, out, kh, kw]
     assert torch.equal(model.up.weight[3, 1], torch.from_numpy(up[:, :, 1, 3]))
     assert int(model.bn.num_batches_tracked) == 0  # no TF quantity: left as it was
+
+
+def test_isolation_feeds_tfs_activations_on():
+    torch.manual_seed(0)
+    model = Small().eval()
+    taps = [port.Tap("conv", "conv"), port.Tap("fc", "fc")]
+    x = torch.rand(1, 3, 5, 5)
+    ref = _reference(model, x, taps)
+    model.conv.naive_padding = True  # 3x3 stride 2 on 5x5: TF pads 1/1, so no change...
+    assert port.compare(model, x, ref, taps).passed
+    x = torch.rand(1, 3, 6, 6)  # ... on 6x6 TF pads 0/1: a one-pixel shift
+    model.conv.naive_padding = False
+    ref = _reference(model, x, taps)
+    model.conv.naive_padding = True
+    chained = port.compare(model, x, ref, taps)
+    assert [r.passed for r in chained.rows] == [False, False] and chained.mode == "chained"
+    assert chained.diagnosis.cause == "padding" and chained.diagnosis.module == "conv"
+    isolated = port.compare(model, x, ref, taps, isolate=True)
+    assert isolated.mode == "isolated"
+    assert [(r.passed, r.tolerance) for r in isolated.rows] == [(False, "layer"), (True, "layer")]
+    assert isolated.diagnosis.cause == "padding"

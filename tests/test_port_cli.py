@@ -122,6 +122,14 @@ def test_torch_padding_is_named_at_the_strided_conv(pair, monkeypatch):
     assert "FIRST DIVERGENCE: conv1 (module conv1)" in res.output
     assert "diagnosis (padding at conv1)" in res.output
     assert "TF 'SAME' pads rows 0/1 and columns 0/1 on this 16x16 input" in res.output
+    # isolated, the layers after conv1 compute from TF's conv1 and are right
+    res = _port_diff(pair, monkeypatch, "--torch", "porter_small:TorchPadding", "--isolate",
+                     "--json", "-")
+    assert res.exit_code == 1, res.output
+    data = json.loads(res.output)
+    assert data["mode"] == "isolated"
+    assert [(r["name"], r["passed"]) for r in data["rows"]] == [
+        ("conv1", False), ("pool", True), ("logits", True)]
 
 
 @pytest.mark.slow

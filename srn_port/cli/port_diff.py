@@ -94,7 +94,7 @@ def format_report(result, header, details) -> str:
 
 
 def _run(tf_builder, checkpoint, torch_spec, rules_spec, tap_specs, size, batch, channels,
-         seed, layer, heatmap, json_out, force):
+         seed, layer, heatmap, json_out, force, isolate=False):
     import numpy as np
     import torch
 
@@ -148,7 +148,7 @@ def _run(tf_builder, checkpoint, torch_spec, rules_spec, tap_specs, size, batch,
                            f"{', '.join(t.name for t in taps)}.")
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     result = port.compare(model, xt, run.activations, taps, conversion=conversion,
-                          untapped=untapped, keep=[layer] if layer else [])
+                          untapped=untapped, keep=[layer] if layer else [], isolate=isolate)
     details = []
     for name in ([layer] if layer else []):
         if name in result.tensors:
@@ -180,7 +180,10 @@ def _run(tf_builder, checkpoint, torch_spec, rules_spec, tap_specs, size, batch,
     header = [f"reference: TF graph of {tf_builder} restored from {prefix}",
               f"model:     {torch_spec} ({len(conversion.mapped)} variables mapped, "
               f"{len(conversion.dropped)} dropped by rule)",
-              f"input:     {batch}x{h}x{w}x{channels} (NHWC), uniform [0, 1], seed {seed}"]
+              f"input:     {batch}x{h}x{w}x{channels} (NHWC), uniform [0, 1], seed {seed}",
+              "mode:      " + ("isolated: each tapped module passes TF's activation on, so each "
+                             "row is the error of the modules since the previous taps alone"
+                             if isolate else "chained: the model runs on its own values")]
     click.echo(format_report(result, header, details))
     return result
 
@@ -202,6 +205,10 @@ def _run(tf_builder, checkpoint, torch_spec, rules_spec, tap_specs, size, batch,
 @click.option("--batch", type=click.IntRange(1, 64), default=1, help="Input batch size.")
 @click.option("--channels", type=click.IntRange(1, 64), default=3, help="Input channels.")
 @click.option("--seed", type=int, default=0, help="Seed of the random input.")
+@click.option("--isolate", is_flag=True,
+              help="Every tapped module passes TF's activation on instead of its own: each row "
+                   "is then the error of the modules since the previous taps, without "
+                   "accumulation.")
 @click.option("--layer", help="Show this tap in detail: where the error peaks, border versus "
                               "interior, histogram.")
 @click.option("--heatmap", type=click.Path(dir_okay=False, path_type=Path),
@@ -210,7 +217,7 @@ def _run(tf_builder, checkpoint, torch_spec, rules_spec, tap_specs, size, batch,
                                          "stdout, instead of the table).")
 @click.option("--force", is_flag=True, help="Overwrite existing --json/--heatmap files.")
 def port_diff(tf_builder, checkpoint, torch_spec, rules_spec, tap_specs, size, batch, channels,
-              seed, layer, heatmap, json_out, force):
+              seed, isolate, layer, heatmap, json_out, force):
     """Compare your own PyTorch port (--torch) with your TF graph (--tf-builder) restored
     from --checkpoint, end_point by end_point, after converting the checkpoint onto the port
     with its mapping rules; explain the first divergence. This imports and runs the modules
@@ -219,6 +226,6 @@ def port_diff(tf_builder, checkpoint, torch_spec, rules_spec, tap_specs, size, b
     Exit status: 0 all within the tolerance table, 1 divergence, 2 usage error.
     """
     result = _run(tf_builder, checkpoint, torch_spec, rules_spec, tap_specs, size, batch,
-                  channels, seed, layer, heatmap, json_out, force)
+                  channels, seed, layer, heatmap, json_out, force, isolate)
     if not result.passed:
         click.get_current_context().exit(EXIT_DIVERGED)

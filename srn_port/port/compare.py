@@ -28,6 +28,7 @@ from .taps import Diagnosis, Row, Tap, _finite, judge, to_nchw, trace
 
 @dataclass
 class PortComparison:
+    mode: str  # "chained" | "isolated"
     rows: List[Row]
     untapped: List[str]  # reference names with no module
     first_divergence: Optional[Row] = None
@@ -56,22 +57,35 @@ class PortComparison:
 def compare(model: nn.Module, x: torch.Tensor, reference: Mapping[str, np.ndarray],
             taps: Sequence[Tap], *, conversion: Optional[Conversion] = None,
             untapped: Sequence[str] = (), diagnose_first: bool = True, keep: Sequence[str] = (),
-            tolerance: str = "chained", output_tolerance: str = "output") -> PortComparison:
+            isolate: bool = False, tolerance: Optional[str] = None,
+            output_tolerance: Optional[str] = None) -> PortComparison:
     """Run ``model`` (put in eval mode) on the NCHW input ``x`` and compare each tap with
     ``reference[tap.name]`` (NHWC arrays as TF gives them). Intermediate taps are judged by
     ``TOLERANCES[tolerance]``, a tap that is the model's return value by
     ``TOLERANCES[output_tolerance]``. The first divergent tap, in execution order, is
     diagnosed (:func:`srn_port.port.diagnose.diagnose`); ``conversion`` (the weights the
     model was loaded with) lets the diagnosis tell changed weights apart. ``keep``: tap
-    names whose two tensors are returned in ``tensors`` (the first divergent one always is)."""
+    names whose two tensors are returned in ``tensors`` (the first divergent one always is).
+
+    ``isolate``: every tapped module outputs TF's activation instead of its own to the
+    modules after it (:func:`srn_port.port.taps.feeding`), so each row is the error of the
+    modules since the previous taps alone, judged by 'layer' (default tolerances then)."""
+    tolerance = tolerance or ("layer" if isolate else "chained")
+    output_tolerance = output_tolerance or ("layer" if isolate else "output")
     missing = [t.name for t in taps if t.name not in reference]
     if missing:
         raise KeyError(f"no reference activation for tap(s) {', '.join(missing)}")
     model.eval()
-    tr = trace(model, x, taps)
+    feed = None
+    if isolate:
+        feed = {}
+        for tap in taps:
+            feed.setdefault(tap.module, to_nchw(reference[tap.name]))
+    tr = trace(model, x, taps, feed)
     by_name = {t.name: t for t in taps}
     ordered = tr.fired + [t.name for t in taps if t.name not in tr.fired]
-    result = PortComparison(rows=[], untapped=list(untapped))
+    result = PortComparison(mode="isolated" if isolate else "chained", rows=[],
+                            untapped=list(untapped))
     for name in ordered:
         tap = by_name[name]
         ours = tr.outputs.get(name)
@@ -95,5 +109,5 @@ def compare(model: nn.Module, x: torch.Tensor, reference: Mapping[str, np.ndarra
         end = tr.tap_at.get(row.name, len(tr.order))
         result.diagnosis = diagnose(model, x, by_name[row.name], to_nchw(reference[row.name]),
                                     row.tolerance, tr.order[start:end],
-                                    first_tap=not earlier, conversion=conversion)
+                                    first_tap=not earlier, conversion=conversion, feed=feed)
     return result

@@ -229,10 +229,11 @@ def _rel(ours: Optional[torch.Tensor], ref: torch.Tensor) -> float:
 
 def diagnose(model: nn.Module, x: torch.Tensor, tap: Tap, ref: torch.Tensor, key: str,
              candidates: Sequence[str], first_tap: bool = False,
-             conversion: Optional[Conversion] = None) -> Diagnosis:
+             conversion: Optional[Conversion] = None, feed=None) -> Diagnosis:
     """Name the cause of ``tap``'s divergence from ``ref`` (NCHW) under ``TOLERANCES[key]``.
-    ``candidates``: leaf module paths that ran after the last matching tap, in order."""
-    ours = run_to(model, x, tap.module)
+    ``candidates``: module paths called after the last matching tap, in order; ``feed``:
+    the TF activations fed in place of the taps' outputs in an isolated comparison."""
+    ours = run_to(model, x, tap.module, feed)
     evidence = [f"{tap.name} ({tap.module or 'the model'}) is off by {_rel(ours, ref):.2e} of "
                 f"max |ref| (tolerance '{key}': {TOLERANCES[key].rel:g}); the modules that ran "
                 f"since the last matching tap: {', '.join(candidates[:12]) or 'none'}"
@@ -244,7 +245,7 @@ def diagnose(model: nn.Module, x: torch.Tensor, tap: Tap, ref: torch.Tensor, key
                 ("value-range", "scaled from [0, 255] to [0, 1]", x / 255),
                 ("value-range", "mapped from [0, 1] to [-1, 1]", x * 2 - 1),
                 ("value-range", "mapped from [-1, 1] to [0, 1]", (x + 1) / 2)):
-            if matches(run_to(model, xv, tap.module), ref, key):
+            if matches(run_to(model, xv, tap.module, feed), ref, key):
                 evidence.append(f"fed the input {label}, {tap.name} matches TF")
                 return Diagnosis(cause, (
                     f"the input is not what TF's graph sees: fed the input {label}, the port "
@@ -263,7 +264,7 @@ def diagnose(model: nn.Module, x: torch.Tensor, tap: Tap, ref: torch.Tensor, key
             module = model.get_submodule(path)
             for cause, words, fixed in fixes(path, module, shapes.get(path)):
                 with swapped(model, path, fixed):
-                    out = run_to(model, x, tap.module)
+                    out = run_to(model, x, tap.module, feed)
                 if matches(out, ref, key):
                     evidence.append(f"with {path} fixed ({CAUSES[cause]}), {tap.name} matches TF "
                                     f"(off by {_rel(out, ref):.2e})")

@@ -4,6 +4,7 @@ forward passes that capture them (forward hooks), judged against the tolerance t
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -113,12 +114,37 @@ def _first_tensor(out):
     return None
 
 
-def run_to(model: nn.Module, x: torch.Tensor, path: str) -> Optional[torch.Tensor]:
+@contextmanager
+def feeding(model: nn.Module, feed: Optional[Mapping[str, torch.Tensor]], exclude: str = ""):
+    """While active, each module path of ``feed`` (but ``exclude``) outputs the given
+    tensor (TF's activation) instead of its own, where the shapes agree, so that every later
+    module computes from TF's values: the isolation of ``compare(isolate=True)``. Hooks that
+    were registered before see the module's own output."""
+    handles = []
+    for path, value in (feed or {}).items():
+        if not path or path == exclude:
+            continue
+
+        def hook(_m, _i, out, value=value):
+            if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(value.shape):
+                return None
+            return value.to(device=out.device, dtype=out.dtype)
+
+        handles.append(model.get_submodule(path).register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def run_to(model: nn.Module, x: torch.Tensor, path: str,
+           feed: Optional[Mapping[str, torch.Tensor]] = None) -> Optional[torch.Tensor]:
     """The output of module ``path`` in a forward pass of ``model`` on ``x`` (stopped
-    there), or None if it never runs."""
+    there), or None if it never runs; ``feed``: see :func:`feeding`."""
     module = model.get_submodule(path) if path else None
     if module is None:
-        with torch.no_grad():
+        with torch.no_grad(), feeding(model, feed):
             return _first_tensor(model(x))
 
     def hook(_m, _i, out):
@@ -126,7 +152,7 @@ def run_to(model: nn.Module, x: torch.Tensor, path: str) -> Optional[torch.Tenso
 
     handle = module.register_forward_hook(hook)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), feeding(model, feed, exclude=path):
             model(x)
     except _Reached as reached:
         return reached.output
@@ -146,7 +172,8 @@ class Trace:
     result: Optional[torch.Tensor]
 
 
-def trace(model: nn.Module, x: torch.Tensor, taps: Sequence[Tap]) -> Trace:
+def trace(model: nn.Module, x: torch.Tensor, taps: Sequence[Tap],
+          feed: Optional[Mapping[str, torch.Tensor]] = None) -> Trace:
     outputs: Dict[str, torch.Tensor] = {}
     fired: List[str] = []
     order: List[str] = []
@@ -174,7 +201,7 @@ def trace(model: nn.Module, x: torch.Tensor, taps: Sequence[Tap]) -> Trace:
         handles.append(module.register_forward_pre_hook(pre))
         handles.append(module.register_forward_hook(hook))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), feeding(model, feed):
             result = _first_tensor(model(x))
     finally:
         for h in handles:
