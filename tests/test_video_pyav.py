@@ -276,6 +276,32 @@ def test_ffmpeg_refuses_a_frame_over_the_pixel_limit_before_decoding_it(tmp_path
             list(v)
 
 
+def test_timestamps_that_go_back_are_refused(tmp_path, weights):
+    """Motion-JPEG frames (never reordered) stamped 0, 5, 2, 6 frames in a Matroska file:
+    the third is not after the second, so the file fails, with nothing written."""
+    clip = tmp_path / "back.mkv"
+    out = av.open(str(clip), "w")
+    stream = out.add_stream("mjpeg", rate=24)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+    stream.codec_context.color_range = 2
+    packets = []
+    for k in range(4):
+        frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 50 * k, np.uint8),
+                                           format="rgb24").reformat(format="yuvj420p")
+        frame.pts = k
+        packets += stream.encode(frame)
+    packets += stream.encode(None)
+    for k, (packet, pts) in enumerate(zip(packets, [0, 5, 2, 6])):
+        packet.pts, packet.dts = pts, k
+        out.mux(packet)
+    out.close()
+    res = run("deblur", weights, clip, "-o", tmp_path / "out")
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1 and "Traceback" not in text
+    assert "frame 3 is stamped 0.083 s, not after frame 2's 0.208 s" in text
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_without_pyav_opencv_writes_the_frames_and_says_the_audio_is_lost(tmp_path, weights,
                                                                           monkeypatch):
     clip = make_clip(tmp_path / "clip.mp4")

@@ -530,8 +530,9 @@ class PyAVVideo:
                 pts = 0 if self._last_pts is None else self._last_pts + step
             elif self._last_pts is not None and pts <= self._last_pts:
                 raise ImageError(
-                    f"'{self.path}': frame {self.decoded + 1} is stamped {pts * self.time_base} s,"
-                    f" not after frame {self.decoded}'s {self._last_pts * self.time_base} s; the "
+                    f"'{self.path}': frame {self.decoded + 1} is stamped "
+                    f"{float(pts * self.time_base):.6g} s, not after frame {self.decoded}'s "
+                    f"{float(self._last_pts * self.time_base):.6g} s; the "
                     f"video's timestamps are damaged. Nothing was written for it; re-mux it "
                     f"(e.g. with ffmpeg) and run again.")
             self._last_pts = pts
