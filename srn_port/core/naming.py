@@ -18,6 +18,7 @@ import numpy as np
 
 from .network import VARIANTS, SRNConfig
 from .errors import ConversionError
+from .layouts import LAYOUTS
 
 SCOPE = "g_net"
 _MODEL_VAR = re.compile(rf"^{SCOPE}/(?P<path>.+)/(?P<kind>weights|biases)$")
@@ -61,7 +62,7 @@ def tf_to_torch_tensor(array: np.ndarray) -> np.ndarray:
     PyTorch's are [out, in, kh, kw] and [in, out, kh, kw]: the same permutation (3, 2, 0, 1)
     for both, and no spatial flip. Biases are unchanged."""
     if array.ndim == 4:
-        return np.ascontiguousarray(array.transpose(3, 2, 0, 1))
+        return LAYOUTS["conv"](array)
     return array
 
 

@@ -36,28 +36,14 @@ import torch.nn as nn
 
 from ..core.checkpoint import CheckpointReader
 from ..core.errors import ConversionError
+from ..core.layouts import LAYOUTS as _LAYOUTS
 from . import layers as L
 
 _LISTING_LIMIT = 40
 
 
-def _depthwise(a: np.ndarray) -> np.ndarray:
-    kh, kw, cin, mult = a.shape
-    return a.transpose(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw)
-
-
-#: TF layout -> PyTorch layout, as numpy functions (no flips: docs/tf-numerics.md §1).
-LAYOUTS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    # conv2d kernel [kh, kw, in, out] -> [out, in, kh, kw]
-    "conv": lambda a: a.transpose(3, 2, 0, 1),
-    # conv2d_transpose kernel [kh, kw, out, in] -> [in, out, kh, kw]: the same permutation
-    "conv_transpose": lambda a: a.transpose(3, 2, 0, 1),
-    # depthwise kernel [kh, kw, in, multiplier] -> [in * multiplier, 1, kh, kw]
-    "depthwise": _depthwise,
-    # fully_connected [in, out] -> [out, in]
-    "fc": lambda a: a.T,
-    "vector": lambda a: a,
-}
+#: TF layout -> PyTorch layout (numpy), shared with SRN's converter.
+LAYOUTS = _LAYOUTS
 
 #: Plain torch.nn modules: the TF leaves a slim layer of the same kind has.
 _TORCH_LEAVES: Tuple[Tuple[type, L.Leaves], ...] = (
