@@ -477,8 +477,9 @@ def _deblur_video(job, compare: bool, max_pixels, deblur, batch: int = 1,
 
 def _video_note(video, options) -> str:
     if video.backend == "opencv":
-        return ("audio is not carried over (OpenCV reads and writes frames only; "
-                "pip install 'srn-port[video]' to keep it)")
+        why = ("pip install 'srn-port[video]' to keep it" if _pyav_missing() else
+               "SRN_PORT_VIDEO_BACKEND=opencv; unset it to keep it")
+        return f"audio is not carried over (OpenCV reads and writes frames only; {why})"
     audio = (f"{len(video.audio)} audio stream(s) copied" if video.audio else "no audio")
     dropped = (f", {len(video.dropped)} other stream(s) ({', '.join(video.dropped)}) not "
                f"carried over" if video.dropped else "")
