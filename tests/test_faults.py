@@ -483,3 +483,21 @@ def test_kill_at_random_instants_then_resume_ends_equal_to_an_uninterrupted_run(
     _no_temporaries(out)
     steps_logged = [json.loads(l)["step"] for l in (out / "log.jsonl").read_text().splitlines()]
     assert steps_logged == list(range(1, steps + 1))
+
+
+def test_under_torchrun_a_locked_folder_stops_every_process(tmp_path):
+    """Rank 0 takes the lock; when it cannot, every rank stops (no rank left waiting)."""
+    from srn_port.core.folderlock import FolderLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    with FolderLock(out):
+        res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
+                              "2", "-m", "srn_port", "train", str(out), "--steps", "3",
+                              "--synthetic", "--width", "4", "--batch", "2", "--crop", "16"],
+                             capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
+    text = " ".join(res.stderr.split())
+    assert res.returncode == 1 and f"is in use by process {os.getpid()}" in text, text
+    assert sorted(os.listdir(out)) == []

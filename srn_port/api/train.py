@@ -54,7 +54,7 @@ from ..nn.loss import srn_loss
 from ..nn.model import SRN
 from ..nn.optim import TFAdam, tf_polynomial_decay
 from ..nn.precision import amp_dtype, ieee_fp32
-from .distributed import distributed as _distributed, process_device
+from .distributed import distributed as _distributed, gather as _gather, process_device
 from .weights import load_model
 
 STATE_FILE = "train_state.pt"
@@ -243,9 +243,10 @@ class Trainer:
         self._make_out()
         # one run per folder: rank 0 (the one that writes) holds the folder until run() ends
         self._lock = FolderLock(self.out, "training folder")
+        refused = None
         if self.rank == 0:
-            self._lock.acquire()
             try:
+                self._lock.acquire()
                 # again under the lock: a run that held the folder until now may have
                 # written its outputs (refused) or a newer state (resumed from)
                 if not resume:
@@ -258,9 +259,17 @@ class Trainer:
                     # the start point is the run's first state: a kill at any later instant
                     # leaves a complete state to resume (with its --init weights)
                     self.save()
-            except BaseException:
+            except BaseException as exc:
                 self._lock.release()
-                raise
+                if self.world == 1 or not isinstance(exc, SrnPortError):
+                    raise
+                refused = exc
+        if self.world > 1:  # every process stops when rank 0 cannot take the folder
+            why = _gather([None if refused is None else str(refused)], self.world)[0][0]
+            if refused is not None:
+                raise refused
+            if why is not None:
+                raise TrainError(why)
         self.writer = None
         if tensorboard:
             try:
