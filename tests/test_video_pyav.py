@@ -302,6 +302,28 @@ def test_timestamps_that_go_back_are_refused(tmp_path, weights):
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_only_the_expected_containers_and_local_files_are_opened(tmp_path, weights):
+    """A file named .mp4 that is an HLS playlist of another local file, or an MPEG-TS stream,
+    is refused: FFmpeg opens MP4/MOV, Matroska/WebM and AVI demuxers only, through the
+    file protocol only (no playlist or reference reaches another file or a URL)."""
+    clip = make_clip(tmp_path / "clip.mp4", audio=False)
+    with av.open(str(clip)) as c, av.open(str(tmp_path / "part.ts"), "w") as ts:
+        stream = ts.add_stream_from_template(c.streams.video[0])
+        for packet in c.demux(c.streams.video[0]):
+            if packet.size:
+                packet.stream = stream
+                ts.mux(packet)
+    (tmp_path / "playlist.mp4").write_text("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n"
+                                           "part.ts\n#EXT-X-ENDLIST\n")
+    (tmp_path / "stream.mp4").write_bytes((tmp_path / "part.ts").read_bytes())
+    res = run("deblur", weights, tmp_path / "playlist.mp4", tmp_path / "stream.mp4", clip,
+              "-o", tmp_path / "out")
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1 and "1 file(s) deblurred, 2 failed" in text
+    assert text.count("not an MP4/MOV, Matroska/WebM or AVI file") == 2
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["clip.mp4"]
+
+
 def test_without_pyav_opencv_writes_the_frames_and_says_the_audio_is_lost(tmp_path, weights,
                                                                           monkeypatch):
     clip = make_clip(tmp_path / "clip.mp4")

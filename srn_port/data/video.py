@@ -292,6 +292,10 @@ DEFAULT_CODEC = "libx264"
 DEFAULT_CRF = 18
 #: Encoders that take a constant rate factor (``--crf``).
 CRF_CODECS = frozenset({"libx264", "libx264rgb", "libx265", "libvpx-vp9", "libsvtav1"})
+#: What FFmpeg may open for srn-port: the demuxers of the containers above (``mov`` is the
+#: MP4/MOV family, ``matroska`` includes WebM) and local files only, so that a file named
+#: clip.mp4 that is a playlist (HLS, concat) or refers to other files or URLs is refused.
+_OPEN_OPTIONS = {"format_whitelist": "mov,matroska,avi", "protocol_whitelist": "file"}
 #: FFmpeg's colour matrices (AVColorSpace) -> swscale's names for the RGB <-> YUV conversion.
 _SWS_MATRIX = {1: "itu709", 4: "fcc", 5: "itu601", 6: "smpte170m", 7: "smpte240m",
                9: "bt2020", 10: "bt2020"}
@@ -421,11 +425,13 @@ class PyAVVideo:
         self.audio_packets: collections.deque = collections.deque()
         self.decoded = 0  #: frames decoded so far by iteration
         try:
-            self._in = av.open(str(self.path), mode="r", metadata_errors="replace")
+            self._in = av.open(str(self.path), mode="r", metadata_errors="replace",
+                               options=dict(_OPEN_OPTIONS))
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
             raise ImageError(f"'{self.path}': FFmpeg (PyAV) cannot open it as a video "
-                             f"({_detail(exc)}): an unknown container or codec, or a damaged "
-                             f"file.") from None
+                             f"({_detail(exc)}): not an MP4/MOV, Matroska/WebM or AVI file "
+                             f"(the only containers opened: no playlists, no references to "
+                             f"other files), an unknown codec, or a damaged file.") from None
         try:
             self._open(jpeg, most)
         except BaseException:
@@ -689,7 +695,7 @@ def _check_written_pyav(av, path, tmp, count, written_pts, time_base, audio_sent
     the output container's clock tick: an exact rescale, rounded to the nearest tick), and
     as many packets in each audio stream as were copied; else an :class:`ImageError`."""
     try:
-        with av.open(tmp) as back:
+        with av.open(tmp, options=dict(_OPEN_OPTIONS)) as back:
             vs = back.streams.video[0]
             tick = vs.time_base
             audio = {s.index: k for k, s in enumerate(back.streams.audio)}
