@@ -189,6 +189,14 @@ def test_resnet_traps_are_found_and_named(resnet):
     assert result.first_divergence.name == "resnet_v1_50/block1/unit_1/bottleneck_v1/shortcut"
     assert result.diagnosis.cause == "padding" and result.diagnosis.module == "pool1"
     assert "pads rows 0/1" in result.diagnosis.summary
+    # TF 'SAME' where resnet_utils.conv2d_same pads 1/1 explicitly (the strided 3x3 conv2)
+    conv2 = copy.deepcopy(resnet[1].block1.unit_3.conv2)
+    conv2.tf_padding_mode = "SAME"
+    _, result = _trap(resnet, "block1.unit_3.conv2", conv2)
+    assert result.first_divergence.name == "resnet_v1_50/block1/unit_3/bottleneck_v1/conv2"
+    assert result.diagnosis.cause == "padding"
+    assert result.diagnosis.module == "block1.unit_3.conv2"
+    assert "resnet_utils.conv2d_same" in result.diagnosis.summary
     # slim's default epsilon 0.001 where resnet_arg_scope sets 1e-5
     bn = copy.deepcopy(resnet[1].block3.unit_2.conv2.BatchNorm)
     bn.eps = 0.001

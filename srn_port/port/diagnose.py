@@ -117,6 +117,8 @@ def fixes(path: str, module: nn.Module, in_shape: Optional[Tuple[int, ...]]) -> 
         fixed = copy.deepcopy(module)
         fixed.count_include_pad = False
         yield "avgpool-count", _count_words(path, module.kernel_size, h, w), fixed
+    # another padding mode than the TF op's: 'SAME', 'VALID', or explicit then 'VALID'
+    yield from _mode_fixes(path, module, h, w)
     # batch norm epsilon
     if isinstance(module, (L.BatchNorm, nn.modules.batchnorm._BatchNorm)):
         for eps in (L.SLIM_BN_EPSILON, 1e-5, 1e-3 if L.SLIM_BN_EPSILON != 1e-3 else 1e-4):
@@ -185,6 +187,47 @@ def fixes(path: str, module: nn.Module, in_shape: Optional[Tuple[int, ...]]) -> 
                     f"this)."), fixed
 
 
+def _pads_text(pads) -> str:
+    (t, b), (l, r) = pads
+    return f"rows {t}/{b}, columns {l}/{r}"
+
+
+def _mode_text(mode) -> str:
+    if isinstance(mode, str):
+        return {"SAME": "TF 'SAME' (the odd pixel after)", "VALID": "'VALID' (no padding)"}[mode]
+    (t, b), (l, r) = mode
+    return (f"explicit zero padding (rows {t}/{b}, columns {l}/{r}) then 'VALID', as tf-slim's "
+            f"resnet_utils.conv2d_same does for strides > 1")
+
+
+def _mode_fixes(path: str, module: nn.Module, h: int, w: int) -> Iterator[Fix]:
+    """The port layer with each other TF padding mode, where it is not already emulating a
+    PyTorch padding (those have their own fixes above)."""
+    if isinstance(module, L.Conv2d) and not module.naive_padding:
+        attr, kind, dil = "tf_padding_mode", "conv2d", module.dilation
+    elif isinstance(module, L._Pool2d) and not module.naive_padding \
+            and not getattr(module, "count_include_pad", False):
+        attr, kind, dil = "padding", _pool_kind(module), (1, 1)
+    else:
+        return
+    k, s = module.kernel_size, module.stride
+    mode = getattr(module, attr)
+    explicit = tuple((((k[i] - 1) * dil[i]) // 2, (k[i] - 1) * dil[i] - ((k[i] - 1) * dil[i]) // 2)
+                     for i in (0, 1))
+    alternatives = ["SAME", "VALID"] + ([explicit] if attr == "tf_padding_mode" else [])
+    for alt in alternatives:
+        if alt == mode:
+            continue
+        fixed = copy.deepcopy(module)
+        setattr(fixed, attr, alt)
+        ours, theirs = (L.window_padding(m, h, w, k, s, dil) for m in (mode, alt))
+        yield "padding", (
+            f"{path} ({kind}, {k[0]}x{k[1]} stride {s[0]}) pads with {_mode_text(mode)}, and TF's "
+            f"op with {_mode_text(alt)}: on this {h}x{w} input {_pads_text(ours)} against "
+            f"{_pads_text(theirs)}, so the output samples are taken off by a pixel (or the "
+            f"sizes differ). Build it with padding={alt!r}."), fixed
+
+
 def _count_words(path: str, kernel, h: int, w: int) -> str:
     return (f"{path} (average pooling, {kernel[0]}x{kernel[1]}, 'SAME') divides every window by "
             f"{kernel[0] * kernel[1]}, padding included (PyTorch's count_include_pad=True); TF's "
@@ -227,6 +270,15 @@ def _rel(ours: Optional[torch.Tensor], ref: torch.Tensor) -> float:
     return error_stats(ours, ref)[2]
 
 
+def _attempt(model: nn.Module, x: torch.Tensor, path: str, feed) -> Optional[torch.Tensor]:
+    """:func:`run_to` under a tried fix; a fix the model cannot run with (another size
+    reaching a concatenation, say) is not the one."""
+    try:
+        return run_to(model, x, path, feed)
+    except (RuntimeError, ValueError, IndexError):
+        return None
+
+
 def diagnose(model: nn.Module, x: torch.Tensor, tap: Tap, ref: torch.Tensor, key: str,
              candidates: Sequence[str], first_tap: bool = False,
              conversion: Optional[Conversion] = None, feed=None) -> Diagnosis:
@@ -245,7 +297,7 @@ def diagnose(model: nn.Module, x: torch.Tensor, tap: Tap, ref: torch.Tensor, key
                 ("value-range", "scaled from [0, 255] to [0, 1]", x / 255),
                 ("value-range", "mapped from [0, 1] to [-1, 1]", x * 2 - 1),
                 ("value-range", "mapped from [-1, 1] to [0, 1]", (x + 1) / 2)):
-            if matches(run_to(model, xv, tap.module, feed), ref, key):
+            if matches(_attempt(model, xv, tap.module, feed), ref, key):
                 evidence.append(f"fed the input {label}, {tap.name} matches TF")
                 return Diagnosis(cause, (
                     f"the input is not what TF's graph sees: fed the input {label}, the port "
@@ -264,7 +316,7 @@ def diagnose(model: nn.Module, x: torch.Tensor, tap: Tap, ref: torch.Tensor, key
             module = model.get_submodule(path)
             for cause, words, fixed in fixes(path, module, shapes.get(path)):
                 with swapped(model, path, fixed):
-                    out = run_to(model, x, tap.module, feed)
+                    out = _attempt(model, x, tap.module, feed)
                 if matches(out, ref, key):
                     evidence.append(f"with {path} fixed ({CAUSES[cause]}), {tap.name} matches TF "
                                     f"(off by {_rel(out, ref):.2e})")
