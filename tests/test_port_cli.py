@@ -93,13 +93,16 @@ def _port_diff(root, monkeypatch, *args, builder="porter_small:build"):
 
 @pytest.mark.slow
 def test_a_correct_port_passes_every_tap(pair, monkeypatch):
-    res = _port_diff(pair, monkeypatch, "--torch", "porter_small:Small", "--batch", "2")
+    # a graph tensor (the batch norm's output, before the ReLU) tapped with --tap
+    bn = "small/conv1/BatchNorm/FusedBatchNormV3:0"
+    res = _port_diff(pair, monkeypatch, "--torch", "porter_small:Small", "--batch", "2",
+                     "--tap", f"{bn}=conv1.BatchNorm")
     assert res.exit_code == 0, res.output
-    assert "PASS: all 3 taps within the tolerance table" in res.output
+    assert "PASS: all 4 taps within the tolerance table" in res.output
     assert "6 variables mapped, 1 dropped by rule" in res.output
     rows = [line.split()[0] for line in res.output.splitlines()
             if line.split() and line.split()[-1] == "pass"]
-    assert rows == ["conv1", "pool", "logits"]
+    assert rows == [bn, "conv1", "pool", "logits"]
 
 
 @pytest.mark.slow
