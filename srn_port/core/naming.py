@@ -19,15 +19,11 @@ import numpy as np
 from .network import VARIANTS, SRNConfig
 from .errors import ConversionError
 from .layouts import LAYOUTS
+from .tfnames import BETA_POWER, EMA_SUFFIX, GLOBAL_STEP, OPTIMIZER_SLOT_NAMES
 
 SCOPE = "g_net"
 _MODEL_VAR = re.compile(rf"^{SCOPE}/(?P<path>.+)/(?P<kind>weights|biases)$")
 
-#: Slot names of the tf.compat.v1.train optimizers (slot_creator names a slot
-#: ``<var>/<OptimizerName>``, the 2nd, 3rd... of one variable ``_1``, ``_2``...).
-OPTIMIZER_SLOT_NAMES = ("Adam", "Momentum", "RMSProp", "Adagrad", "AdagradDA", "Adadelta",
-                        "Ftrl", "ProximalAdagrad", "LazyAdam", "Nadam", "AdaMax", "AMSGrad")
-EMA_SUFFIX = "ExponentialMovingAverage"
 
 _SLOT = re.compile(rf"^{SCOPE}/.+/(weights|biases)/(?P<opt>{'|'.join(OPTIMIZER_SLOT_NAMES)})(_\d+)?$")
 _EMA = re.compile(rf"^(?P<var>{SCOPE}/.+/(weights|biases))/{EMA_SUFFIX}$")
@@ -35,9 +31,9 @@ _EMA = re.compile(rf"^(?P<var>{SCOPE}/.+/(weights|biases))/{EMA_SUFFIX}$")
 #: (rule name, pattern, why it is safe to drop).
 DROP_RULES: Tuple[Tuple[str, "re.Pattern[str]", str], ...] = (
     ("optimizer slot", _SLOT, "optimizer state (/Adam, /Adam_1, /Momentum, ...), not a weight"),
-    ("adam beta power", re.compile(r"^(beta1_power|beta2_power)(_\d+)?$"),
+    ("adam beta power", re.compile(rf"^({BETA_POWER})$"),
      "Adam's bias-correction accumulators"),
-    ("global step", re.compile(r"^(Variable(_\d+)?|global_step)$"),
+    ("global step", re.compile(rf"^({GLOBAL_STEP})$"),
      "training step counter (SRN-Deblur's unnamed tf.Variable is saved as 'Variable')"),
     ("EMA shadow", _EMA, "moving-average copy of a weight; used instead with --ema"),
 )

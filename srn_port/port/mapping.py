@@ -37,6 +37,7 @@ import torch.nn as nn
 from ..core.checkpoint import CheckpointReader
 from ..core.errors import ConversionError
 from ..core.layouts import LAYOUTS as _LAYOUTS
+from ..core.tfnames import BETA_POWER, EMA_SUFFIX, GLOBAL_STEP, OPTIMIZER_SLOT_NAMES
 from . import layers as L
 
 _LISTING_LIMIT = 40
@@ -118,11 +119,10 @@ Rule = Union[Map, Drop]
 
 #: What training adds to a checkpoint: drop it (append to a model's own rules).
 TRAINING_STATE: Tuple[Drop, ...] = (
-    Drop(r"global_step|Variable", "the global step"),
-    Drop(r".+/(Adam|Adam_1|Momentum|RMSProp|RMSProp_1|Adagrad|Adadelta|Adadelta_1|Ftrl|Ftrl_1"
-         r"|AdamW|AdamW_1|LARS|Nadam|Nadam_1)(_\d+)?", "an optimizer slot"),
-    Drop(r"(.+/)?beta[12]_power(_\d+)?", "Adam's beta powers"),
-    Drop(r".+/ExponentialMovingAverage(_\d+)?", "an exponential-moving-average shadow"),
+    Drop(GLOBAL_STEP, "the global step"),
+    Drop(rf".+/({'|'.join(OPTIMIZER_SLOT_NAMES)}|AdamW|LARS)(_\d+)?", "an optimizer slot"),
+    Drop(rf"(.+/)?{BETA_POWER}", "Adam's beta powers"),
+    Drop(rf".+/{EMA_SUFFIX}(_\d+)?", "an exponential-moving-average shadow"),
 )
 
 
