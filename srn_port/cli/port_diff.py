@@ -103,6 +103,7 @@ def _run(tf_builder, checkpoint, torch_spec, rules_spec, tap_specs, size, batch,
     from ..parity.detail import layer_detail, write_heatmap
     from ..reference.porting import run_tf
 
+    h, w = _size(size)
     prefix = resolve_checkpoint(checkpoint)
     inputs = [Path(checkpoint)] + [p for p in prefix.parent.glob(prefix.name + ".*")]
     if json_out not in (None, "-"):
@@ -137,7 +138,6 @@ def _run(tf_builder, checkpoint, torch_spec, rules_spec, tap_specs, size, batch,
         raise SrnPortError(f"--tap/TF_TAPS name module paths that {type(model).__name__} does "
                            f"not have: {', '.join(bad)}.")
     conversion = port.load(prefix, model, rules)
-    h, w = _size(size)
     x = np.random.default_rng(seed).uniform(0, 1, (batch, h, w, channels)).astype(np.float32)
     run = run_tf(builder, x, checkpoint=str(prefix),
                  fetch=[n for n in extra if n not in ("output",)])
