@@ -240,3 +240,33 @@ def test_isolation_feeds_tfs_activations_on():
     assert isolated.mode == "isolated"
     assert [(r.passed, r.tolerance) for r in isolated.rows] == [(False, "layer"), (True, "layer")]
     assert isolated.diagnosis.cause == "padding"
+
+
+class Shared(nn.Module):
+    """One convolution applied twice (shared weights), an average pool in between."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = port.Conv2d(4, 4, 3)
+        self.mid = port.AvgPool2d(3, 1, "SAME")
+
+    def forward(self, x):
+        return self.conv(self.mid(self.conv(x)))
+
+
+def test_a_module_called_twice_is_tapped_per_call():
+    torch.manual_seed(0)
+    model = Shared().eval()
+    taps, untapped = port.taps_for(["c0", "mid", "c1"], model, (),
+                                   {"c0": "conv@0", "mid": "mid", "c1": "conv@1"})
+    assert [(t.module, t.call) for t in taps] == [("conv", 0), ("mid", 0), ("conv", 1)]
+    x = torch.rand(1, 4, 6, 6)
+    ref = _reference(model, x, taps)
+    assert not np.array_equal(ref["c0"], ref["c1"])
+    assert port.compare(model, x, ref, taps).passed
+    model.mid.count_include_pad = True
+    chained = port.compare(model, x, ref, taps)
+    assert [r.passed for r in chained.rows] == [True, False, False]
+    assert chained.diagnosis.cause == "avgpool-count" and chained.diagnosis.module == "mid"
+    isolated = port.compare(model, x, ref, taps, isolate=True)  # conv@1 fed TF's mid
+    assert [r.passed for r in isolated.rows] == [True, False, True]

@@ -133,7 +133,7 @@ def _run(tf_builder, checkpoint, torch_spec, rules_spec, tap_specs, size, batch,
             raise SrnPortError(f"--tap '{spec}' is not TF_NAME=MODULE_PATH.")
         extra[name] = path
     modules = dict(model.named_modules())
-    bad = [f"{n}={p}" for n, p in extra.items() if p not in modules]
+    bad = [f"{n}={p}" for n, p in extra.items() if port.taps.parse_module(p)[0] not in modules]
     if bad:
         raise SrnPortError(f"--tap/TF_TAPS name module paths that {type(model).__name__} does "
                            f"not have: {', '.join(bad)}.")
@@ -200,7 +200,8 @@ def _run(tf_builder, checkpoint, torch_spec, rules_spec, tap_specs, size, batch,
               help="The mapping rules (srn_port.port Map/Drop). Default: CLASS.TF_RULES.")
 @click.option("--tap", "tap_specs", multiple=True, metavar="TF_NAME=MODULE",
               help="Also compare this TF end_point or graph tensor ('scope/op:0') with this "
-                   "module's output (repeatable; adds to CLASS.TF_TAPS).")
+                   "module's output, MODULE@N: at its N-th call from 0 (repeatable; adds to "
+                   "CLASS.TF_TAPS).")
 @click.option("--size", default="64x64", help="Input height x width.")
 @click.option("--batch", type=click.IntRange(1, 64), default=1, help="Input batch size.")
 @click.option("--channels", type=click.IntRange(1, 64), default=3, help="Input channels.")

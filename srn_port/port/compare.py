@@ -80,7 +80,7 @@ def compare(model: nn.Module, x: torch.Tensor, reference: Mapping[str, np.ndarra
     if isolate:
         feed = {}
         for tap in taps:
-            feed.setdefault(tap.module, to_nchw(reference[tap.name]))
+            feed.setdefault((tap.module, tap.call), to_nchw(reference[tap.name]))
     tr = trace(model, x, taps, feed)
     by_name = {t.name: t for t in taps}
     ordered = tr.fired + [t.name for t in taps if t.name not in tr.fired]

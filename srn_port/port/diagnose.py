@@ -270,11 +270,12 @@ def _rel(ours: Optional[torch.Tensor], ref: torch.Tensor) -> float:
     return error_stats(ours, ref)[2]
 
 
-def _attempt(model: nn.Module, x: torch.Tensor, path: str, feed) -> Optional[torch.Tensor]:
+def _attempt(model: nn.Module, x: torch.Tensor, path: str, feed,
+             call: int = 0) -> Optional[torch.Tensor]:
     """:func:`run_to` under a tried fix; a fix the model cannot run with (another size
     reaching a concatenation, say) is not the one."""
     try:
-        return run_to(model, x, path, feed)
+        return run_to(model, x, path, feed, call)
     except (RuntimeError, ValueError, IndexError):
         return None
 
@@ -285,7 +286,7 @@ def diagnose(model: nn.Module, x: torch.Tensor, tap: Tap, ref: torch.Tensor, key
     """Name the cause of ``tap``'s divergence from ``ref`` (NCHW) under ``TOLERANCES[key]``.
     ``candidates``: module paths called after the last matching tap, in order; ``feed``:
     the TF activations fed in place of the taps' outputs in an isolated comparison."""
-    ours = run_to(model, x, tap.module, feed)
+    ours = run_to(model, x, tap.module, feed, tap.call)
     evidence = [f"{tap.name} ({tap.module or 'the model'}) is off by {_rel(ours, ref):.2e} of "
                 f"max |ref| (tolerance '{key}': {TOLERANCES[key].rel:g}); the modules that ran "
                 f"since the last matching tap: {', '.join(candidates[:12]) or 'none'}"
@@ -297,7 +298,7 @@ def diagnose(model: nn.Module, x: torch.Tensor, tap: Tap, ref: torch.Tensor, key
                 ("value-range", "scaled from [0, 255] to [0, 1]", x / 255),
                 ("value-range", "mapped from [0, 1] to [-1, 1]", x * 2 - 1),
                 ("value-range", "mapped from [-1, 1] to [0, 1]", (x + 1) / 2)):
-            if matches(_attempt(model, xv, tap.module, feed), ref, key):
+            if matches(_attempt(model, xv, tap.module, feed, tap.call), ref, key):
                 evidence.append(f"fed the input {label}, {tap.name} matches TF")
                 return Diagnosis(cause, (
                     f"the input is not what TF's graph sees: fed the input {label}, the port "
@@ -316,7 +317,7 @@ def diagnose(model: nn.Module, x: torch.Tensor, tap: Tap, ref: torch.Tensor, key
             module = model.get_submodule(path)
             for cause, words, fixed in fixes(path, module, shapes.get(path)):
                 with swapped(model, path, fixed):
-                    out = _attempt(model, x, tap.module, feed)
+                    out = _attempt(model, x, tap.module, feed, tap.call)
                 if matches(out, ref, key):
                     evidence.append(f"with {path} fixed ({CAUSES[cause]}), {tap.name} matches TF "
                                     f"(off by {_rel(out, ref):.2e})")

@@ -18,10 +18,21 @@ from .mapping import Rule, module_path
 
 @dataclass(frozen=True)
 class Tap:
-    """TF activation ``name`` <-> the output of module ``module`` ("" the whole model)."""
+    """TF activation ``name`` <-> the output of module ``module`` ("" the whole model) at
+    its ``call``-th call (0: the first; a module applied several times, e.g. with shared
+    weights, has one output per call)."""
 
     name: str
     module: str
+    call: int = 0
+
+
+def parse_module(spec: str) -> Tuple[str, int]:
+    """``"path"`` or ``"path@N"`` (the N-th call, from 0) -> (path, call)."""
+    path, sep, call = spec.rpartition("@")
+    if sep and call.isdigit():
+        return path, int(call)
+    return spec, 0
 
 
 @dataclass
@@ -91,13 +102,13 @@ def taps_for(names: Sequence[str], model: nn.Module, rules: Sequence[Rule],
     modules = dict(model.named_modules())
     taps, untapped = [], []
     for name in names:
-        candidates = [extra.get(name)] if extra and name in extra else []
-        candidates += [module_path(name, rules), name.replace("/", ".").replace(":", "_")]
-        path = next((p for p in candidates if p is not None and p in modules), None)
-        if path is None:
+        candidates = [parse_module(extra[name])] if extra and name in extra else []
+        candidates += [(module_path(name, rules), 0), (name.replace("/", "."), 0)]
+        found = next(((p, c) for p, c in candidates if p is not None and p in modules), None)
+        if found is None:
             untapped.append(name)
         else:
-            taps.append(Tap(name, path))
+            taps.append(Tap(name, *found))
     return taps, untapped
 
 
@@ -115,18 +126,25 @@ def _first_tensor(out):
 
 
 @contextmanager
-def feeding(model: nn.Module, feed: Optional[Mapping[str, torch.Tensor]], exclude: str = ""):
-    """While active, each module path of ``feed`` (but ``exclude``) outputs the given
+def feeding(model: nn.Module, feed: Optional[Mapping[Tuple[str, int], torch.Tensor]],
+            exclude: Tuple[str, int] = ("", -1)):
+    """While active, each (module path, call) of ``feed`` (but ``exclude``) outputs the given
     tensor (TF's activation) instead of its own, where the shapes agree, so that every later
     module computes from TF's values: the isolation of ``compare(isolate=True)``. Hooks that
     were registered before see the module's own output."""
     handles = []
-    for path, value in (feed or {}).items():
-        if not path or path == exclude:
-            continue
+    by_path: Dict[str, Dict[int, torch.Tensor]] = {}
+    for (path, call), value in (feed or {}).items():
+        if path and (path, call) != tuple(exclude):
+            by_path.setdefault(path, {})[call] = value
+    for path, values in by_path.items():
+        calls = [0]
 
-        def hook(_m, _i, out, value=value):
-            if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(value.shape):
+        def hook(_m, _i, out, values=values, calls=calls):
+            value = values.get(calls[0])
+            calls[0] += 1
+            if value is None or not isinstance(out, torch.Tensor) \
+                    or tuple(out.shape) != tuple(value.shape):
                 return None
             return value.to(device=out.device, dtype=out.dtype)
 
@@ -138,21 +156,25 @@ def feeding(model: nn.Module, feed: Optional[Mapping[str, torch.Tensor]], exclud
             h.remove()
 
 
-def run_to(model: nn.Module, x: torch.Tensor, path: str,
-           feed: Optional[Mapping[str, torch.Tensor]] = None) -> Optional[torch.Tensor]:
-    """The output of module ``path`` in a forward pass of ``model`` on ``x`` (stopped
-    there), or None if it never runs; ``feed``: see :func:`feeding`."""
+def run_to(model: nn.Module, x: torch.Tensor, path: str, feed=None,
+           call: int = 0) -> Optional[torch.Tensor]:
+    """The output of module ``path`` at its ``call``-th call in a forward pass of ``model``
+    on ``x`` (stopped there), or None if it never gets there; ``feed``: see
+    :func:`feeding`."""
     module = model.get_submodule(path) if path else None
     if module is None:
         with torch.no_grad(), feeding(model, feed):
             return _first_tensor(model(x))
+    calls = [0]
 
     def hook(_m, _i, out):
-        raise _Reached(_first_tensor(out))
+        if calls[0] == call:
+            raise _Reached(_first_tensor(out))
+        calls[0] += 1
 
     handle = module.register_forward_hook(hook)
     try:
-        with torch.no_grad(), feeding(model, feed, exclude=path):
+        with torch.no_grad(), feeding(model, feed, exclude=(path, call)):
             model(x)
     except _Reached as reached:
         return reached.output
@@ -165,15 +187,14 @@ def run_to(model: nn.Module, x: torch.Tensor, path: str,
 class Trace:
     """One forward pass: the taps' outputs and the order modules ran in."""
 
-    outputs: Dict[str, torch.Tensor]  # tap name -> output (first call)
+    outputs: Dict[str, torch.Tensor]  # tap name -> output (at the tap's call)
     fired: List[str]  # tap names in the order they fired
     order: List[str]  # module paths in the order they were first called
     tap_at: Dict[str, int]  # tap name -> len(order) when it fired
     result: Optional[torch.Tensor]
 
 
-def trace(model: nn.Module, x: torch.Tensor, taps: Sequence[Tap],
-          feed: Optional[Mapping[str, torch.Tensor]] = None) -> Trace:
+def trace(model: nn.Module, x: torch.Tensor, taps: Sequence[Tap], feed=None) -> Trace:
     outputs: Dict[str, torch.Tensor] = {}
     fired: List[str] = []
     order: List[str] = []
@@ -189,9 +210,13 @@ def trace(model: nn.Module, x: torch.Tensor, taps: Sequence[Tap],
                 seen.add(path)
                 order.append(path)
 
-        def hook(_m, _i, out, path=path):
+        calls = [0]
+
+        def hook(_m, _i, out, path=path, calls=calls):
+            call = calls[0]
+            calls[0] += 1
             for tap in by_module.get(path, ()):
-                if tap.name not in outputs:
+                if tap.call == call and tap.name not in outputs:
                     t = _first_tensor(out)
                     if t is not None:
                         outputs[tap.name] = t.detach().float().cpu()
