@@ -270,3 +270,35 @@ def test_a_module_called_twice_is_tapped_per_call():
     assert chained.diagnosis.cause == "avgpool-count" and chained.diagnosis.module == "mid"
     isolated = port.compare(model, x, ref, taps, isolate=True)  # conv@1 fed TF's mid
     assert [r.passed for r in isolated.rows] == [True, False, True]
+
+
+class Up(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = port.Conv2d(3, 4, 3)
+        self.up = port.Resize((11, 9))  # TF1's legacy bilinear sampling
+        self.deconv = port.ConvTranspose2d(4, 2, 4, 2)
+
+    def forward(self, x):
+        return self.deconv(self.up(self.conv(x)))
+
+
+@pytest.mark.parametrize("mistake, cause, module", [
+    ("half-pixel resize", "resize", "up"),
+    ("transposed kernel", "weight-layout", "deconv"),
+])
+def test_resize_convention_and_kernel_layout_are_named(mistake, cause, module):
+    torch.manual_seed(0)
+    model = Up().eval()
+    taps = [port.Tap("conv", "conv"), port.Tap("up", "up"), port.Tap("out", "deconv")]
+    x = torch.rand(1, 3, 6, 5)
+    ref = _reference(model, x, taps)
+    if mistake == "half-pixel resize":
+        model.up = port.Resize((11, 9), half_pixel_centers=True)
+    else:
+        with torch.no_grad():
+            model.deconv.weight.copy_(model.deconv.weight.transpose(-1, -2).clone())
+    result = port.compare(model, x, ref, taps)
+    assert result.diagnosis.cause == cause and result.diagnosis.module == module
+    if cause == "resize":
+        assert "TF1's legacy bilinear sampling" in result.diagnosis.summary
