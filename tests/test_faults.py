@@ -78,7 +78,8 @@ class Disk:
         """Leave about ``leave`` free bytes (rounded to pages): fill the tmpfs to its last
         block, then give back ``leave``; in rlimit mode, files may grow to ``leave`` bytes."""
         if self.mode == "rlimit":
-            self.limit = leave
+            # not 0: Python's tempfile (which torch calls) must write its 4-byte probe file
+            self.limit = max(leave, 64)
             return
         filler = self.path / "filler"
         with open(filler, "ab", buffering=0) as f:
@@ -127,11 +128,15 @@ class Disk:
         return code, " ".join(out.split())
 
 
-def _can_mount(tmp_path) -> bool:
-    folder = tmp_path / "probe-mount"
-    folder.mkdir()
-    ok = _mount(folder, "size=64k")
-    _umount(folder)
+def _can_mount() -> bool:
+    """Whether this process can mount a tmpfs (root with the right to mount): tried."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return False
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        ok = _mount(Path(folder), "size=64k")
+        _umount(Path(folder))
     return ok
 
 
@@ -223,10 +228,11 @@ WRITERS = [
     ("train", lambda t, D: ["train", D / "run", "--steps", "2", *TRAIN], 0, 1, []),
 ]
 SLOW = {"export-onnx", "export-pt2"}  # torch.export: ~20-40 s each
-#: Writers that also run under RLIMIT_FSIZE by default where a tmpfs can be mounted (root):
-#: the variant is what non-root machines run for every writer, so there it is never slow.
+#: Writers that also run under RLIMIT_FSIZE by default where a tmpfs can be mounted: where
+#: none can (not root, or no right to mount), the variant is what runs for every writer, and
+#: none of it is marked slow.
 RLIMIT_QUICK = {"convert-pt", "convert-safetensors", "export-tf", "deblur-image", "train"}
-ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+CAN_MOUNT = _can_mount()
 #: Run in a child process: the exporters leave state in torch that has made a later
 #: in-process command of the same pytest process abort.
 IN_CHILD = {"export-onnx", "export-pt2"}
@@ -245,7 +251,8 @@ def _previous(disk: Disk, names) -> None:
 def _writer_params(modes=(None,), slow_ones=SLOW):
     for mode in modes:
         for case in WRITERS:
-            slow = case[0] in slow_ones or (mode == "rlimit" and ROOT and case[0] not in RLIMIT_QUICK)
+            slow = case[0] in slow_ones or (mode == "rlimit" and CAN_MOUNT
+                                            and case[0] not in RLIMIT_QUICK)
             marks = [pytest.mark.slow] if slow else []
             if mode is None:
                 yield pytest.param(*case, id=case[0], marks=marks)
