@@ -302,3 +302,24 @@ def test_resize_convention_and_kernel_layout_are_named(mistake, cause, module):
     assert result.diagnosis.cause == cause and result.diagnosis.module == module
     if cause == "resize":
         assert "TF1's legacy bilinear sampling" in result.diagnosis.summary
+
+
+@pytest.mark.parametrize("variant", ["color", "lstm"])
+def test_srns_own_checkpoints_convert_through_the_toolkit_as_srn_port_converts_them(
+        tmp_path, variant):
+    # one rule maps SRN-Deblur's g_net onto srn-port's SRN module: the same tensors as
+    # SRN's own converter (srn_port.core.convert), Adam slots, beta powers and step dropped
+    from _srn_ckpt import write_srn_checkpoint
+
+    from srn_port.core.convert import convert_checkpoint
+    from srn_port.core.network import SRNConfig
+    from srn_port.nn.model import SRN
+
+    config = SRNConfig(variant=variant, width=4)
+    prefix = write_srn_checkpoint(tmp_path, config, seed=3)
+    ours = port.convert(prefix, SRN(config), (port.Map("g_net", ""),) + port.TRAINING_STATE)
+    srn = convert_checkpoint(prefix)
+    assert list(ours.state_dict) == list(srn.arrays)
+    for key, array in srn.arrays.items():
+        assert torch.equal(ours.state_dict[key], torch.from_numpy(array)), key
+    assert set(ours.dropped) == set(srn.dropped)
