@@ -149,8 +149,10 @@ def disk(request, tmp_path):
     if getattr(request, "param", "tmpfs") == "tmpfs":
         if not _mount(path, "size=1m"):
             pytest.skip("cannot mount a tmpfs here (needs root); the RLIMIT_FSIZE variant runs")
-        yield Disk(path, "tmpfs")
-        _umount(path)
+        try:
+            yield Disk(path, "tmpfs")
+        finally:
+            _umount(path)
     else:
         yield Disk(path, "rlimit")
 
@@ -292,8 +294,10 @@ def read_only(tmp_path):
             assert disk.readonly()
             return "read-only"
 
-        yield disk, seal
-        _umount(path)
+        try:
+            yield disk, seal
+        finally:
+            _umount(path)
     elif os.geteuid() != 0:
         def seal():
             for p in [path, *path.rglob("*")]:
