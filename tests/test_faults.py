@@ -394,9 +394,14 @@ def _srn_port(*args, **kw):
 
 @pytest.mark.parametrize("rounds", [3, pytest.param(10, marks=pytest.mark.slow)])
 def test_two_trainings_into_one_folder_started_together(tmp_path, rounds):
+    # each write of the winner (its start state, its last state) waits 3 s under the lock,
+    # so the two runs overlap even when one process starts seconds after the other on a
+    # loaded machine (without it, a 3-step run could finish before the other reached the
+    # folder, which then holds a finished run's outputs: another refusal, not the lock's)
+    env = dict(os.environ, SRN_PORT_TEST_WRITE_DELAY="3")
     for round_ in range(rounds):
         out = tmp_path / f"run{round_}"
-        procs = [_srn_port("train", out, "--steps", "3", *TRAIN) for _ in range(2)]
+        procs = [_srn_port("train", out, "--steps", "3", *TRAIN, env=env) for _ in range(2)]
         results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
         codes = sorted(r[0] for r in results)
         texts = [" ".join((r[1] + r[2]).split()) for r in results]

@@ -102,6 +102,7 @@ def train(out, data, datalist, synthetic, variant, width, steps, batch, crop, lr
         bar.refresh()
 
     existed = out.exists()
+    trainer, start = None, None
     try:
         trainer = Trainer(config, dataset, out, init=init, resume=resume, resume_tf=resume_tf,
                           val=val, tensorboard=tensorboard, progress=progress,
@@ -110,8 +111,10 @@ def train(out, data, datalist, synthetic, variant, width, steps, batch, crop, lr
         start = trainer.step
         reached = trainer.run()
     except BaseException:
-        if not existed:  # a run that failed before writing anything leaves no empty OUT
-            _remove_if_empty(out)
+        # a new run that failed before its first step (refused, or its first batch failed)
+        # leaves nothing: what it wrote is its start state, which only repeats its start
+        if not existed and not quiet and (trainer is None or trainer.step == start):
+            _discard_new_run(out)
         raise
     finally:
         bar.close()
@@ -126,6 +129,26 @@ def train(out, data, datalist, synthetic, variant, width, steps, batch, crop, lr
     click.echo(f"trained steps {start}..{reached} of {steps} ({what}"
                f"{'; ' + dropped + ', see the notes above' if dropped else ''}) -> "
                f"{out}/model.safetensors")
+
+
+def _discard_new_run(folder: Path) -> None:
+    """Remove what a run that made ``folder`` wrote into it before failing (its start state,
+    log, TensorBoard folder, lock), then the folder if nothing else is in it."""
+    import shutil
+
+    from ..api.train import RUN_OUTPUTS
+    from ..core.folderlock import LOCK_NAME
+
+    for name in (*RUN_OUTPUTS, LOCK_NAME):
+        path = folder / name
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+        except OSError:
+            pass
+    _remove_if_empty(folder)
 
 
 def _remove_if_empty(folder: Path) -> None:
