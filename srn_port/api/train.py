@@ -30,6 +30,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -241,6 +242,9 @@ class Trainer:
             else:
                 slim_init(self.model, config.seed)
         self._make_out()
+        # a new run that fails before its first step removes what it wrote (see _abandon)
+        self._new, self._first_step = not resume, self.step
+        self.writer = None
         # one run per folder: rank 0 (the one that writes) holds the folder until run() ends
         self._lock = FolderLock(self.out, "training folder")
         refused = None
@@ -259,8 +263,10 @@ class Trainer:
                     # the start point is the run's first state: a kill at any later instant
                     # leaves a complete state to resume (with its --init weights)
                     self.save()
+                if tensorboard:
+                    self.writer = _summary_writer(self.out / "tensorboard")
             except BaseException as exc:
-                self._lock.release()
+                self._abandon()
                 if self.world == 1 or not isinstance(exc, SrnPortError):
                     raise
                 refused = exc
@@ -270,20 +276,41 @@ class Trainer:
                 raise refused
             if why is not None:
                 raise TrainError(why)
-        self.writer = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                self._lock.release()
-                raise TrainError("TensorBoard logging needs the tensorboard package: pip "
-                                 "install 'srn-port[train]' (or drop --tensorboard).") from None
-            self.writer = SummaryWriter(str(self.out / "tensorboard"))
         self._stop = False
 
+    def _abandon(self) -> None:
+        """Give the folder up after a failure. A new run that has not completed a step removes
+        what it wrote (its start state, log, TensorBoard folder: they only repeat its start)
+        while it still holds the lock, so no other run's files are touched: under the lock,
+        check_out found none of these there. Then the lock is released, and a folder this run
+        made is removed if nothing else is in it."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if self._lock.held and self._new and self.step == self._first_step:
+            for name in RUN_OUTPUTS:
+                path = self.out / name
+                try:
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    elif path.exists() or path.is_symlink():
+                        path.unlink()
+                except OSError:
+                    pass
+        self._lock.release()
+        if self._made_out:
+            try:
+                self.out.rmdir()  # only an empty folder: whatever another run put there stays
+            except OSError:
+                pass
+
     def _make_out(self) -> None:
+        self._made_out = False
         try:
-            self.out.mkdir(parents=True, exist_ok=True)
+            self.out.mkdir(parents=True)
+            self._made_out = True
+        except FileExistsError:
+            pass  # check_out refused anything but a folder
         except OSError as exc:
             raise TrainError(f"Cannot create the output folder '{self.out}': "
                              f"{exc.strerror or exc}. Choose an OUT you can write to.") from None
@@ -464,13 +491,15 @@ class Trainer:
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)
-            try:
-                if not failed:  # a diverged or failed step never replaces the last good state
+            if failed:  # a failed step never replaces the last good state
+                self._abandon()
+            else:
+                try:
                     self.save()
-                if self.writer is not None:
-                    self.writer.close()
-            finally:
-                self._lock.release()
+                    if self.writer is not None:
+                        self.writer.close()
+                finally:
+                    self._lock.release()
         return self.step
 
     def _loss(self, net, blur: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
@@ -495,6 +524,15 @@ class Trainer:
     @property
     def interrupted(self) -> bool:
         return self._stop
+
+
+def _summary_writer(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise TrainError("TensorBoard logging needs the tensorboard package: pip install "
+                         "'srn-port[train]' (or drop --tensorboard).") from None
+    return SummaryWriter(str(folder))
 
 
 #: What a run writes into its OUT folder.

@@ -101,8 +101,6 @@ def train(out, data, datalist, synthetic, variant, width, steps, batch, crop, lr
         bar.set_postfix_str(f"loss {loss:.5f}, {rate:.1f} pairs/s")
         bar.refresh()
 
-    existed = out.exists()
-    trainer, start = None, None
     try:
         trainer = Trainer(config, dataset, out, init=init, resume=resume, resume_tf=resume_tf,
                           val=val, tensorboard=tensorboard, progress=progress,
@@ -110,12 +108,6 @@ def train(out, data, datalist, synthetic, variant, width, steps, batch, crop, lr
         bar.n = trainer.step
         start = trainer.step
         reached = trainer.run()
-    except BaseException:
-        # a new run that failed before its first step (refused, or its first batch failed)
-        # leaves nothing: what it wrote is its start state, which only repeats its start
-        if not existed and not quiet and (trainer is None or trainer.step == start):
-            _discard_new_run(out)
-        raise
     finally:
         bar.close()
         finish_distributed()
@@ -130,32 +122,3 @@ def train(out, data, datalist, synthetic, variant, width, steps, batch, crop, lr
                f"{'; ' + dropped + ', see the notes above' if dropped else ''}) -> "
                f"{out}/model.safetensors")
 
-
-def _discard_new_run(folder: Path) -> None:
-    """Remove what a run that made ``folder`` wrote into it before failing (its start state,
-    log, TensorBoard folder, lock), then the folder if nothing else is in it."""
-    import shutil
-
-    from ..api.train import RUN_OUTPUTS
-    from ..core.folderlock import LOCK_NAME
-
-    for name in (*RUN_OUTPUTS, LOCK_NAME):
-        path = folder / name
-        try:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
-        except OSError:
-            pass
-    _remove_if_empty(folder)
-
-
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        for sub in sorted(folder.rglob("*"), reverse=True):  # deepest first
-            if sub.is_dir() and not sub.is_symlink():
-                sub.rmdir()
-        folder.rmdir()
-    except OSError:  # not empty (something was written): kept as it is
-        pass
