@@ -323,3 +323,60 @@ def test_srns_own_checkpoints_convert_through_the_toolkit_as_srn_port_converts_t
     for key, array in srn.arrays.items():
         assert torch.equal(ours.state_dict[key], torch.from_numpy(array)), key
     assert set(ours.dropped) == set(srn.dropped)
+
+
+@pytest.mark.parametrize("variant", ["color", "gray", "lstm"])
+def test_srn_port_convert_is_the_toolkits_mechanism(tmp_path, variant):
+    # SRN's target, read from the level graph without torch, is what the toolkit reads from
+    # SRN's own modules (layouts included); with SRN's rules the toolkit's ledger is
+    # srn-port convert's, each dropped variable under the same rule name
+    from _srn_ckpt import write_srn_checkpoint
+
+    from srn_port.core import naming
+    from srn_port.core.checkpoint import CheckpointReader
+    from srn_port.core.convert import convert_checkpoint
+    from srn_port.core.network import SRNConfig
+    from srn_port.nn.model import SRN
+
+    config = SRNConfig(variant=variant, width=4)
+    model = SRN(config)
+    graph, modules = naming.srn_target(config), port.target_of(model)
+    assert graph.params == modules.params
+    assert graph.owners == {path: leaves for path, leaves in modules.owners.items() if leaves}
+    prefix = write_srn_checkpoint(tmp_path, config, seed=5)
+    with CheckpointReader(prefix) as reader:
+        names = reader.keys()
+    toolkit = port.convert(prefix, model, naming.rules(names))
+    srn = convert_checkpoint(prefix)
+    assert toolkit.mapped == srn.mapped and toolkit.dropped == srn.dropped
+    assert set(srn.dropped.values()) == {"optimizer slot", "adam beta power", "global step"}
+
+
+def test_moving_averages_are_read_in_place_of_their_variables(tmp_path):
+    rng = np.random.default_rng(4)
+    tensors = _tensors(rng)
+    shadowed = ("net/fc/weights", "net/conv/BatchNorm/moving_mean")
+    for name in shadowed:
+        tensors[f"{name}/ExponentialMovingAverage"] = tensors[name] + np.float32(1)
+    write_checkpoint(tmp_path / "model", tensors)
+    plain = port.convert(tmp_path / "model", Tiny(), RULES)
+    assert all(plain.dropped[f"{n}/ExponentialMovingAverage"]
+               == "an exponential-moving-average shadow" for n in shadowed)
+    ema = port.convert(tmp_path / "model", Tiny(), port.ema_rules(list(tensors)) + RULES)
+    assert all(ema.dropped[n] == "replaced by EMA" for n in shadowed)
+    assert torch.equal(ema.state_dict["fc.weight"],
+                       torch.from_numpy(tensors["net/fc/weights"].T + 1))
+    assert torch.equal(ema.state_dict["conv.BatchNorm.moving_mean"],
+                       torch.from_numpy(tensors["net/conv/BatchNorm/moving_mean"] + 1))
+    # a variable without a shadow is read as it is
+    assert torch.equal(ema.state_dict["fc.bias"], plain.state_dict["fc.bias"])
+
+
+@pytest.mark.parametrize("layout,shape", [("conv", (3, 5, 7, 9)), ("conv_transpose", (3, 5, 7, 9)),
+                                          ("depthwise", (3, 5, 7, 2)), ("fc", (4, 6)),
+                                          ("vector", (5,))])
+def test_the_ledger_checks_a_layout_on_its_shape_alone(layout, shape):
+    from srn_port.core.mapping import layout_shape
+
+    assert layout_shape(layout, shape) == port.LAYOUTS[layout](np.zeros(shape)).shape
+    assert layout_shape(layout, shape + (1,)) is None or layout == "vector"

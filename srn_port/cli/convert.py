@@ -159,7 +159,7 @@ def inspect(checkpoint, step, ema):
         click.echo(f"{len(classes.mapped)} mapped, {len(classes.dropped)} dropped, "
                    f"{len(classes.unknown)} unknown")
         if classes.unknown:
-            click.echo("rules: " + "; ".join(f"{r}: {why}" for r, _, why in DROP_RULES))
+            click.echo("rules: " + "; ".join(f"{r.reason}: {r.detail}" for r in DROP_RULES))
         _warn_dead_layers(reader, classes.mapped)
 
 

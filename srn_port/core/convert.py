@@ -1,8 +1,10 @@
 """TF checkpoint -> SRN weights: detect the variant, map strictly, verify.
 
-The pipeline: read checkpoint (:mod:`srn_port.core.checkpoint`, no TensorFlow) -> classify
-every variable (:mod:`srn_port.core.naming`) -> check against the model's own parameter list
--> permute kernels, as numpy arrays (no torch). Writing a file: :mod:`srn_port.api.convert`.
+The pipeline: read checkpoint (:mod:`srn_port.core.checkpoint`, no TensorFlow) -> map every
+variable by SRN's rules onto the model's own parameter list, strictly (the porting toolkit's
+ledger, :mod:`srn_port.core.mapping`, with :func:`srn_port.core.naming.rules` and
+:func:`~srn_port.core.naming.srn_target`) -> permute kernels, as numpy arrays (no torch).
+Writing a file: :mod:`srn_port.api.convert`.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from .. import __version__
 from .checkpoint import CheckpointReader
 from .network import VARIANTS, SRNConfig, param_shapes
 from .errors import ConversionError
-from .naming import classify, detect_config, tf_to_torch_tensor
+from .mapping import plan, read
+from .naming import (detect_config, rules, srn_target, tf_to_torch_tensor,
+                     torch_to_tf_name)
 
 _STEP_VARS = ("Variable", "global_step")
+_FLOATS = ("DT_FLOAT", "DT_HALF", "DT_BFLOAT16", "DT_DOUBLE")
 _LISTING_LIMIT = 40
 
 
@@ -86,66 +91,63 @@ def convert_checkpoint(path, step: Optional[int] = None, variant: Optional[str] 
                 f"Leave the variant unset (no --variant) to use the detected one, or point to a "
                 f"{variant} checkpoint.")
         config = detected
-        classes = classify(names, ema=ema)
-        expected = expected_shapes(config)
+        target = srn_target(config)
+        expected = target.params
+        ledger = plan(names, shapes, lambda n: infos[n].tf_dtype in _FLOATS,
+                      rules(names, ema), target)
+        # a variable routed to a module SRN lacks is a weight SRN does not have when it is a
+        # weights/biases leaf; anything else is not an SRN weight at all
+        strays = ledger.no_module + ledger.no_leaf
+        weights = {n: f"{path}.{'weight' if leaf == 'weights' else 'bias'}"
+                   for n, path, leaf in strays if leaf in ("weights", "biases") and path}
+        unknown = sorted(ledger.unknown + [n for n, _, _ in strays if n not in weights])
         problems: List[str] = []
-        if classes.unknown:
+        if unknown:
             problems.append("variables that are neither SRN weights nor dropped by a rule "
                             "(optimizer slot, beta power, global step, EMA shadow):\n"
-                            + _listing([f"{n} {list(shapes[n])}" for n in classes.unknown]))
-        unexpected = [f"{tf} -> {pt}" for tf, pt in classes.mapped.items() if pt not in expected]
-        if unexpected:
-            problems.append("weights under g_net/ that SRN does not have:\n" + _listing(unexpected))
-        have = {pt: tf for tf, pt in classes.mapped.items()}
-        missing = [k for k in expected if k not in have]
-        if missing:
-            from .naming import torch_to_tf_name
+                            + _listing([f"{n} {list(shapes[n])}" for n in unknown]))
+        if weights:
+            problems.append("weights under g_net/ that SRN does not have:\n"
+                            + _listing([f"{tf} -> {pt}" for tf, pt in sorted(weights.items())]))
+        if ledger.twice:
+            problems.append("weights filled by two variables:\n" + _listing(
+                [f"{key}: {first} and {second}" for key, first, second in ledger.twice]))
+        if ledger.missing:
             problems.append(f"SRN {config.variant} (width {config.width}) weights missing from "
                             f"the checkpoint:\n"
-                            + _listing([f"{torch_to_tf_name(k)} (for {k})" for k in missing]))
+                            + _listing([f"{torch_to_tf_name(k)} (for {k})"
+                                        for k in ledger.missing]))
         wrong = []
-        for pt, tf_name in have.items():
-            if pt in expected:
-                want = expected[pt]
-                tf_shape = shapes[tf_name]
-                got = tuple(tf_shape[i] for i in (3, 2, 0, 1)) if len(tf_shape) == 4 else tf_shape
-                if got != want:
-                    want_tf = tuple(want[i] for i in (2, 3, 1, 0)) if len(want) == 4 else want
-                    wrong.append(f"{tf_name}: shape {list(tf_shape)}, expected {list(want_tf)}")
+        for tf_name, pt in ledger.wrong_shape:
+            want = expected[pt]
+            want_tf = tuple(want[i] for i in (2, 3, 1, 0)) if len(want) == 4 else want
+            wrong.append(f"{tf_name}: shape {list(shapes[tf_name])}, expected {list(want_tf)}")
         if wrong:
             problems.append("weights with the wrong shape:\n" + _listing(wrong))
-        bad_dtype = [f"{n}: {infos[n].tf_dtype}" for n in classes.mapped
-                     if infos[n].tf_dtype not in ("DT_FLOAT", "DT_HALF", "DT_BFLOAT16", "DT_DOUBLE")]
-        if bad_dtype:
-            problems.append("weights that are not floating point:\n" + _listing(bad_dtype))
+        if ledger.not_float:
+            problems.append("weights that are not floating point:\n"
+                            + _listing([f"{n}: {infos[n].tf_dtype}" for n in ledger.not_float]))
         if problems:
             raise ConversionError(
                 f"Cannot convert {where} to SRN {config.variant} (width {config.width}), "
                 f"detected from its variables. Found " + ";\n".join(problems)
                 + "\nNothing was written. If this is an SRN checkpoint with extra variables, "
                   "report the names above; if it is another network, srn-port cannot convert it.")
-        arrays = {}
-        for tf_name, pt in classes.mapped.items():
-            arr = tf_to_torch_tensor(reader.get_tensor(tf_name)).astype(np.float32, copy=False)
-            arrays[pt] = np.ascontiguousarray(arr)
-        not_finite = [f"{tf_name} ({int(np.count_nonzero(~np.isfinite(arrays[pt]))):,} of "
-                      f"{arrays[pt].size:,} values)" for tf_name, pt in classes.mapped.items()
-                      if not np.isfinite(arrays[pt]).all()]
+        # every stored tensor's checksum is verified, the dropped ones (optimizer slots,
+        # beta powers, step) too: a damaged checkpoint is reported, not half-trusted
+        arrays, not_finite = read(ledger, target, reader.get_tensor)
         if not_finite:
             raise ConversionError(
                 f"Cannot convert {where}: weights hold NaN or infinite values, so the model "
-                f"would output garbage (typically an all-black image): {_listing(not_finite)}\n"
+                f"would output garbage (typically an all-black image): " + _listing(
+                    [f"{n} ({bad:,} of {size:,} values)" for n, bad, size in not_finite])
+                + "\n"
                 f"The training run diverged before this checkpoint was saved, or the file is "
                 f"damaged; convert an earlier checkpoint of the run.")
-        # Every stored tensor's checksum is verified, the dropped ones (optimizer slots,
-        # beta powers, step) too: a damaged checkpoint is reported, not half-trusted.
-        for name in classes.dropped:
-            reader.get_tensor(name)
-        arrays = {k: arrays[k] for k in expected}  # model order
         conv = Conversion(config=config, arrays=arrays, source=str(reader.prefix),
-                          step=_step(reader, names), mapped=dict(classes.mapped),
-                          dropped=dict(classes.dropped), ema=ema)
-        non_f32 = sorted({infos[n].tf_dtype for n in classes.mapped} - {"DT_FLOAT"})
+                          step=_step(reader, names), mapped=dict(ledger.mapped),
+                          dropped=dict(ledger.dropped), ema=ema)
+        non_f32 = sorted({infos[n].tf_dtype for n in ledger.mapped} - {"DT_FLOAT"})
         if non_f32:
             conv.notes.append(f"weights stored as {', '.join(non_f32)} were converted to float32")
         return conv

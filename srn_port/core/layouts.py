@@ -28,3 +28,12 @@ LAYOUTS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "fc": lambda a: np.ascontiguousarray(a.T),  # fully_connected [in, out] -> [out, in]
     "vector": lambda a: a,
 }
+
+#: The same layouts on shapes alone (a ledger checks shapes before any data is read).
+LAYOUT_SHAPES: Dict[str, Callable[[tuple], tuple]] = {
+    "conv": lambda s: (s[3], s[2], s[0], s[1]),
+    "conv_transpose": lambda s: (s[3], s[2], s[0], s[1]),
+    "depthwise": lambda s: (s[2] * s[3], 1, s[0], s[1]),
+    "fc": lambda s: (s[1], s[0]),
+    "vector": lambda s: tuple(s),
+}

@@ -4,8 +4,10 @@ Every variable of a checkpoint is either *mapped* (a model weight) or *dropped* 
 named rule (optimizer slot, optimizer bookkeeping, global step, EMA shadow). Anything
 else is an error: a silent partial load is how hand ports go wrong.
 
-The model rule is a string rewrite, because the module names mirror the TF scopes:
-``g_net/enc1_2/conv1/weights`` -> ``enc1_2.conv1.weight``.
+The rules are the porting toolkit's (:mod:`srn_port.core.mapping`): one :class:`Map` rule,
+because the module names mirror the TF scopes (``g_net/enc1_2/conv1/weights`` ->
+``enc1_2.conv1.weight``), and SRN's :data:`DROP_RULES`; :func:`srn_target` says which
+weights each SRN module owns, from the level graph (no torch).
 """
 
 from __future__ import annotations
@@ -16,36 +18,66 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .network import VARIANTS, SRNConfig
+from .network import VARIANTS, SRNConfig, level_graph, node_param_shapes, param_shapes
 from .errors import ConversionError
 from .layouts import LAYOUTS
+from .mapping import Drop, Map, Rule, Target, ema_rules, route
 from .tfnames import BETA_POWER, EMA_SUFFIX, GLOBAL_STEP, OPTIMIZER_SLOT_NAMES
 
 SCOPE = "g_net"
-_MODEL_VAR = re.compile(rf"^{SCOPE}/(?P<path>.+)/(?P<kind>weights|biases)$")
 
+_SLOT = rf"{SCOPE}/.+/(weights|biases)/({'|'.join(OPTIMIZER_SLOT_NAMES)})(_\d+)?"
+_EMA = rf"{SCOPE}/.+/(weights|biases)/{EMA_SUFFIX}"
 
-_SLOT = re.compile(rf"^{SCOPE}/.+/(weights|biases)/(?P<opt>{'|'.join(OPTIMIZER_SLOT_NAMES)})(_\d+)?$")
-_EMA = re.compile(rf"^(?P<var>{SCOPE}/.+/(weights|biases))/{EMA_SUFFIX}$")
-
-#: (rule name, pattern, why it is safe to drop).
-DROP_RULES: Tuple[Tuple[str, "re.Pattern[str]", str], ...] = (
-    ("optimizer slot", _SLOT, "optimizer state (/Adam, /Adam_1, /Momentum, ...), not a weight"),
-    ("adam beta power", re.compile(rf"^({BETA_POWER})$"),
-     "Adam's bias-correction accumulators"),
-    ("global step", re.compile(rf"^({GLOBAL_STEP})$"),
-     "training step counter (SRN-Deblur's unnamed tf.Variable is saved as 'Variable')"),
-    ("EMA shadow", _EMA, "moving-average copy of a weight; used instead with --ema"),
+#: The named rules that drop what is not a weight (``reason``: the rule's name).
+DROP_RULES: Tuple[Drop, ...] = (
+    Drop(_SLOT, "optimizer slot",
+         "optimizer state (/Adam, /Adam_1, /Momentum, ...), not a weight"),
+    Drop(BETA_POWER, "adam beta power", "Adam's bias-correction accumulators"),
+    Drop(GLOBAL_STEP, "global step",
+         "training step counter (SRN-Deblur's unnamed tf.Variable is saved as 'Variable')"),
+    Drop(_EMA, "EMA shadow", "moving-average copy of a weight; used instead with --ema"),
 )
+
+#: The model rule: ``g_net/<scope>`` is the module ``<scope>`` (``/`` as ``.``).
+MODEL_RULE = Map(re.escape(SCOPE), "")
+
+#: SRN's TF leaves: every SRN module is a convolution (or the ConvLSTM's) with both.
+_LEAVES = {"weights": "weight", "biases": "bias"}
+
+
+def rules(names: Iterable[str] = (), ema: bool = False) -> Tuple[Rule, ...]:
+    """SRN's mapping rules; with ``ema``, each weight's ``/ExponentialMovingAverage``
+    shadow in place of the weight (read from ``names``: which weights have one)."""
+    own = (*DROP_RULES, MODEL_RULE)
+    if not ema:
+        return own
+    present = set(names)
+    shadows = [n for n in present if re.fullmatch(_EMA, n)]  # of SRN's weights only
+    weights = [n.rpartition("/")[0] for n in shadows if n.rpartition("/")[0] in present]
+    return (*ema_rules(shadows + weights), *own)
+
+
+def srn_target(config: SRNConfig) -> Target:
+    """What an SRN model of ``config`` asks of a checkpoint (module -> its weights and
+    biases, their layouts; parameter -> PyTorch shape), from the level graph."""
+    owners: Dict[str, Dict[str, Tuple[str, str]]] = {}
+    for node in level_graph(config):
+        for key, shape in node_param_shapes(node).items():
+            path, _, attr = key.rpartition(".")
+            leaf = next(tf for tf, pt in _LEAVES.items() if pt == attr)
+            layout = ("vector" if len(shape) != 4 else
+                      "conv_transpose" if node.op == "deconv" else "conv")
+            owners.setdefault(path, {})[leaf] = (attr, layout)
+    return Target(owners=owners, params=param_shapes(config))
 
 
 def tf_to_torch_name(tf_name: str) -> Optional[str]:
     """``g_net/<scope path>/weights|biases`` -> ``<dotted path>.weight|bias``; None otherwise."""
-    m = _MODEL_VAR.match(tf_name)
-    if m is None:
+    where = route(tf_name, (MODEL_RULE,))
+    if not where.path or where.leaf not in _LEAVES:
         return None
-    suffix = "weight" if m.group("kind") == "weights" else "bias"
-    return m.group("path").replace("/", ".") + "." + suffix
+    return Target.key(where.path, _LEAVES[where.leaf])
 
 
 def torch_to_tf_name(param: str) -> str:
@@ -78,7 +110,8 @@ class Classified:
 
 
 def classify(names: Iterable[str], ema: bool = False) -> Classified:
-    """Sort checkpoint variables into mapped / dropped (with rule) / unknown.
+    """Sort checkpoint variables into mapped / dropped (with rule) / unknown by SRN's
+    :func:`rules`, from their names alone (no model: ``inspect``).
 
     With ``ema``, each weight's ``/ExponentialMovingAverage`` shadow is mapped instead of
     the raw variable, and the raw variable is dropped by the rule "replaced by EMA".
@@ -87,23 +120,15 @@ def classify(names: Iterable[str], ema: bool = False) -> Classified:
     mapped: Dict[str, str] = {}
     dropped: Dict[str, str] = {}
     unknown: List[str] = []
-    present = set(names)
+    srn_rules = rules(names, ema)
     for name in names:
-        ema_match = _EMA.match(name)
-        if ema and ema_match:
-            mapped[name] = tf_to_torch_name(ema_match.group("var"))
-            continue
-        rule = next((r for r, pat, _ in DROP_RULES if pat.match(name)), None)
-        if rule is not None:
-            dropped[name] = rule
-            continue
-        torch_name = tf_to_torch_name(name)
-        if torch_name is None:
-            unknown.append(name)
-        elif ema and f"{name}/{EMA_SUFFIX}" in present:
-            dropped[name] = "replaced by EMA"
+        where = route(name, srn_rules)
+        if where.dropped is not None:
+            dropped[name] = where.dropped
+        elif where.path and where.leaf in _LEAVES:
+            mapped[name] = Target.key(where.path, _LEAVES[where.leaf])
         else:
-            mapped[name] = torch_name
+            unknown.append(name)
     return Classified(mapped, dropped, unknown)
 
 

@@ -5,8 +5,9 @@
   dilation, groups), ``DepthwiseConv2d``, ``ConvTranspose2d``, ``MaxPool2d``/``AvgPool2d``
   ('SAME' as TF, average without the padding), ``BatchNorm`` (slim's), ``SlimConv2d``,
   ``FullyConnected`` (NHWC flatten), ``Resize`` (TF1/TF2 conventions);
-- a strict weight mapper (:mod:`.mapping`): a few ``Map``/``Drop`` scope rules, the layout
-  transforms, and a ledger in which every variable is mapped or dropped by a named rule and
+- a strict weight mapper (:mod:`.mapping`, on :mod:`srn_port.core.mapping`, the mechanism
+  that converts SRN's own checkpoints): a few ``Map``/``Drop``/``Rename`` scope rules, the
+  layout transforms, and a ledger in which every variable is mapped or dropped by a named rule and
   every parameter filled;
 - taps and a layer-by-layer comparison (:mod:`.taps`, :mod:`.compare`) against TF's
   activations with the tolerance table, and a diagnosis in words (:mod:`.diagnose`).
@@ -19,14 +20,15 @@ from .compare import PortComparison, compare
 from .diagnose import CAUSES, WEIGHT_TRANSFORMS, diagnose
 from .layers import (AvgPool2d, BatchNorm, Conv2d, ConvTranspose2d, DepthwiseConv2d,
                      FullyConnected, GlobalMean, MaxPool2d, Resize, SlimConv2d, Squeeze)
-from .mapping import (LAYOUTS, TRAINING_STATE, Conversion, Drop, Map, convert, glob, load,
-                      module_path, tf_leaves)
+from .mapping import (LAYOUTS, TRAINING_STATE, Conversion, Drop, Map, Rename, convert,
+                      ema_rules, glob, load, module_path, target_of, tf_leaves)
 from .taps import Diagnosis, Row, Tap, error_stats, taps_for
 
 __all__ = [
     "AvgPool2d", "BatchNorm", "CAUSES", "Conv2d", "ConvTranspose2d", "Conversion",
     "DepthwiseConv2d", "Diagnosis", "Drop", "FullyConnected", "GlobalMean", "LAYOUTS", "Map",
-    "MaxPool2d", "PortComparison", "Resize", "Row", "SlimConv2d", "Squeeze", "TRAINING_STATE",
-    "Tap", "WEIGHT_TRANSFORMS", "compare", "convert", "diagnose", "error_stats", "glob", "load",
-    "module_path", "taps_for", "tf_leaves",
+    "MaxPool2d", "PortComparison", "Rename", "Resize", "Row", "SlimConv2d", "Squeeze",
+    "TRAINING_STATE",
+    "Tap", "WEIGHT_TRANSFORMS", "compare", "convert", "diagnose", "ema_rules", "error_stats",
+    "glob", "load", "module_path", "target_of", "taps_for", "tf_leaves",
 ]

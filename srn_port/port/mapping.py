@@ -20,13 +20,15 @@ The ledger is strict, like ``srn-port convert``'s: every variable is mapped or d
 named :class:`Drop` rule (optimizer slots, the global step, EMA shadows), and every
 parameter and buffer of the module is filled exactly once with a tensor of its shape;
 anything else is one :class:`~srn_port.core.errors.ConversionError` listing all problems.
-The checkpoint is read without TensorFlow (:mod:`srn_port.core.checkpoint`).
+The checkpoint is read without TensorFlow (:mod:`srn_port.core.checkpoint`). The rules, the
+ledger and the layouts are :mod:`srn_port.core.mapping`'s, the same mechanism that converts
+SRN's checkpoints (``srn-port convert``); this module adds what a torch module says about
+itself (its parameters and ``TF_LEAVES``) and the toolkit's wording of the problems.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -37,8 +39,12 @@ import torch.nn as nn
 from ..core.checkpoint import CheckpointReader
 from ..core.errors import ConversionError
 from ..core.layouts import LAYOUTS as _LAYOUTS
-from ..core.tfnames import BETA_POWER, EMA_SUFFIX, GLOBAL_STEP, OPTIMIZER_SLOT_NAMES
+from ..core.mapping import (TRAINING_STATE, Drop, Map, Plan, Rename, Rule, Target, ema_rules,
+                            glob, module_path, plan, read)
 from . import layers as L
+
+__all__ = ["LAYOUTS", "TRAINING_STATE", "Conversion", "Drop", "Map", "Rename", "Rule",
+           "convert", "ema_rules", "glob", "load", "module_path", "target_of", "tf_leaves"]
 
 _LISTING_LIMIT = 40
 
@@ -73,67 +79,12 @@ def tf_leaves(module: nn.Module) -> L.Leaves:
             if getattr(module, attr, None) is not None}
 
 
-def glob(pattern: str) -> str:
-    """A scope glob as a regular expression: ``*`` one scope component (a group),
-    ``**`` any number of them (a group); the rest literal."""
-    out = []
-    for part in re.split(r"(\*\*|\*)", pattern):
-        out.append("(.+)" if part == "**" else "([^/]+)" if part == "*" else re.escape(part))
-    return "".join(out)
-
-
-@dataclass(frozen=True)
-class Map:
-    """TF scope (a regular expression, matched against a whole scope prefix) -> module path
-    (a ``re`` template: ``\\1`` ... the groups; ``""`` is the root module)."""
-
-    scope: str
-    module: str
-
-    def match(self, scope: str) -> Optional[str]:
-        """The module path for ``scope`` (this rule on its longest matching prefix), or None."""
-        parts = scope.split("/") if scope else []
-        for n in range(len(parts), -1, -1):
-            prefix = "/".join(parts[:n])
-            m = re.fullmatch(self.scope, prefix)
-            if m:
-                base = m.expand(self.module)
-                rest = ".".join(parts[n:])
-                return ".".join(p for p in (base, rest) if p)
-        return None
-
-
-@dataclass(frozen=True)
-class Drop:
-    """Variables (a regular expression, matched against the whole name) that are not part
-    of the model, and why."""
-
-    pattern: str
-    reason: str
-
-    def match(self, name: str) -> bool:
-        return re.fullmatch(self.pattern, name) is not None
-
-
-Rule = Union[Map, Drop]
-
-#: What training adds to a checkpoint: drop it (append to a model's own rules).
-TRAINING_STATE: Tuple[Drop, ...] = (
-    Drop(GLOBAL_STEP, "the global step"),
-    Drop(rf".+/({'|'.join(OPTIMIZER_SLOT_NAMES)}|AdamW|LARS)(_\d+)?", "an optimizer slot"),
-    Drop(rf"(.+/)?{BETA_POWER}", "Adam's beta powers"),
-    Drop(rf".+/{EMA_SUFFIX}(_\d+)?", "an exponential-moving-average shadow"),
-)
-
-
-def module_path(name: str, rules: Sequence[Rule]) -> Optional[str]:
-    """The module path a TF scope (or an end_point name) maps to under ``rules``."""
-    for rule in rules:
-        if isinstance(rule, Map):
-            path = rule.match(name)
-            if path is not None:
-                return path
-    return None
+def target_of(model: nn.Module) -> Target:
+    """What ``model`` asks of a checkpoint: every module's TF leaves, and the shapes of its
+    parameters and buffers (counters that hold no TF quantity left out)."""
+    return Target(owners={path: tf_leaves(m) for path, m in model.named_modules()},
+                  params={k: tuple(v.shape) for k, v in model.state_dict().items()
+                          if k.rpartition(".")[2] not in _NOT_TF})
 
 
 @dataclass
@@ -216,53 +167,20 @@ def convert(source: Union[str, os.PathLike, Mapping[str, np.ndarray]], model: nn
         return _convert(_ReaderSource(reader), model, rules)
 
 
-def _convert(src, model: nn.Module, rules: Sequence[Rule]) -> Conversion:
-    expected = {k: v for k, v in model.state_dict().items()
-                if k.rpartition(".")[2] not in _NOT_TF}
+def _problems(p: Plan, src, model: nn.Module, target: Target) -> List[str]:
+    """The ledger's problems in the toolkit's words, by kind."""
     modules = dict(model.named_modules())
-    mapped: Dict[str, str] = {}
-    dropped: Dict[str, str] = {}
-    layouts: Dict[str, str] = {}
-    unknown, no_module, no_leaf, twice, wrong_shape, not_float = [], [], [], [], [], []
-    for name in src.keys():
-        drop = next((r for r in rules if isinstance(r, Drop) and r.match(name)), None)
-        if drop is not None:
-            dropped[name] = drop.reason
-            continue
-        scope, _, leaf = name.rpartition("/")
-        path = module_path(scope, rules)
-        if path is None:
-            unknown.append(f"{name} {list(src.shape(name))}")
-            continue
-        module = modules.get(path)
-        if module is None:
-            no_module.append(f"{name} -> module '{path}', which the model does not have")
-            continue
-        leaves = tf_leaves(module)
-        if leaf not in leaves:
-            owns = ", ".join(leaves) or "no variables"
-            no_leaf.append(f"{name} -> module '{path}' ({type(module).__name__}), which owns "
-                           f"{owns}")
-            continue
-        attr, layout = leaves[leaf]
-        key = f"{path}.{attr}" if path else attr
-        if key in layouts:
-            twice.append(f"{key}: from {next(t for t, k in mapped.items() if k == key)} and {name}")
-            continue
-        mapped[name], layouts[key] = key, layout
-        dtype = src.dtype(name)
-        if dtype is None or not np.issubdtype(dtype, np.floating):
-            not_float.append(f"{name}: {dtype}")
-            continue
-        want = tuple(expected[key].shape)
-        got = LAYOUTS[layout](np.empty(src.shape(name), np.float32)).shape \
-            if _layout_applies(layout, src.shape(name)) else None
-        if got != want:
-            wrong_shape.append(f"{name} {list(src.shape(name))} -> {key} {list(want)} "
-                               f"({layout} layout)")
-    filled = set(mapped.values())
-    missing = [f"{k} {list(v.shape)}{_hint(k, model)}" for k, v in expected.items()
-               if k not in filled]
+    unknown = [f"{name} {list(src.shape(name))}" for name in p.unknown]
+    no_module = [f"{name} -> module '{path}', which the model does not have"
+                 for name, path, _ in p.no_module]
+    no_leaf = [f"{name} -> module '{path}' ({type(modules[path]).__name__}), which owns "
+               f"{', '.join(target.owners[path]) or 'no variables'}"
+               for name, path, _ in p.no_leaf]
+    twice = [f"{key}: from {first} and {second}" for key, first, second in p.twice]
+    wrong_shape = [f"{name} {list(src.shape(name))} -> {key} {list(target.params[key])} "
+                   f"({p.layouts[key]} layout)" for name, key in p.wrong_shape]
+    not_float = [f"{name}: {src.dtype(name)}" for name in p.not_float]
+    missing = [f"{k} {list(target.params[k])}{_hint(k, model)}" for k in p.missing]
     problems = []
     for title, items in (
             ("variables that no rule maps or drops", unknown),
@@ -274,31 +192,36 @@ def _convert(src, model: nn.Module, rules: Sequence[Rule]) -> Conversion:
             ("parameters and buffers of the model that no variable fills", missing)):
         if items:
             problems.append(f"{title}:\n{_listing(items)}")
+    return problems
+
+
+def _floating(src, name: str) -> bool:
+    dtype = src.dtype(name)
+    return dtype is not None and np.issubdtype(dtype, np.floating)
+
+
+def _convert(src, model: nn.Module, rules: Sequence[Rule]) -> Conversion:
+    target = target_of(model)
+    names = src.keys()
+    p = plan(names, {n: src.shape(n) for n in names}, lambda n: _floating(src, n), rules,
+             target)
+    problems = _problems(p, src, model, target)
     if problems:
         raise ConversionError(
             f"Cannot map {src.source} onto {type(model).__name__}: " + ";\n".join(problems)
             + "\nNothing was converted. Add a Map rule for a scope, a Drop rule (with its "
               "reason) for a variable that is not part of the model, or fix the module.")
-    state = {}
-    not_finite = []
-    for name, key in mapped.items():
-        arr = np.ascontiguousarray(LAYOUTS[layouts[key]](src.get(name)).astype(np.float32))
-        if not np.isfinite(arr).all():
-            not_finite.append(name)
-        state[key] = torch.from_numpy(arr).to(expected[key].dtype)
-    for name in dropped:  # every stored tensor's checksum is verified, dropped ones too
-        src.get(name)
+    arrays, not_finite = read(p, target, src.get)
     if not_finite:
         raise ConversionError(f"Cannot convert {src.source}: variables hold NaN or infinite "
-                              f"values:\n{_listing(not_finite)}\nThe run diverged before this "
-                              f"checkpoint was saved, or the file is damaged.")
+                              f"values:\n{_listing([n for n, _, _ in not_finite])}\nThe run "
+                              f"diverged before this checkpoint was saved, or the file is "
+                              f"damaged.")
     full = model.state_dict()
-    ordered = {k: state.get(k, full[k]) for k in full}  # the counters keep their value
-    return Conversion(ordered, src.source, mapped, dropped)
-
-
-def _layout_applies(layout: str, shape: Tuple[int, ...]) -> bool:
-    return {"conv": 4, "conv_transpose": 4, "depthwise": 4, "fc": 2}.get(layout, 1) == len(shape)
+    # the counters keep their value
+    ordered = {k: torch.from_numpy(arrays[k]).to(full[k].dtype) if k in arrays else full[k]
+               for k in full}
+    return Conversion(ordered, src.source, p.mapped, p.dropped)
 
 
 def load(source, model: nn.Module, rules: Sequence[Rule], step: Optional[int] = None
