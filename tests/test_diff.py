@@ -357,3 +357,62 @@ def test_conflicting_options():
     assert diff(CKPT["color"], "--size", "64x96").exit_code == 2
     both = diff(CKPT["color"], "--golden", GOLDEN / "color.h5", "--tf", CKPT["color"])
     assert both.exit_code == 2 and "give one of them" in flat(both)
+
+
+# -- SRN's rows are judged as the porting toolkit's ----------------------------------------
+JUDGED = ("shape", "max_abs_err", "max_abs_ref", "max_rel_err", "mean_abs_err", "tolerance",
+          "tolerance_rel", "passed", "note")
+
+
+def _plus(ref, delta, at=(0, 0, 1, 1)):
+    out = ref.clone()
+    out[at] += delta
+    return out
+
+
+def test_srns_rows_and_a_ports_taps_are_judged_alike():
+    """One judging (srn_port.port.taps.Judged.judge) for `diff` and `port-diff`: the same
+    tensors give SRN's row and a port's tap the statistics and verdict worked out here."""
+    from srn_port import port
+    from srn_port.parity.compare import judge_row
+
+    ref = torch.zeros(1, 2, 3, 4)
+    ref[0, 1, 2, 3], ref[0, 0, 0, 0] = -4.0, 2.0
+    zero, inf = torch.zeros(1, 2, 3, 4), float("inf")
+    cases = [  # ours, ref, key, expected (max abs, max |ref|, rel, mean abs, passed, note)
+        (_plus(ref, 4e-5), ref, "chained", (4e-5, 4.0, 1e-5, 4e-5 / 24, True, "")),
+        (_plus(ref, 1e-3), ref, "chained", (1e-3, 4.0, 2.5e-4, 1e-3 / 24, False, "")),
+        (ref.clone(), ref, "exact", (0.0, 4.0, 0.0, 0.0, True, "")),
+        (_plus(zero, 1e-9), zero, "exact", (1e-9, 0.0, inf, 1e-9 / 24, False, "")),
+        (ref[..., :3], ref, "layer",
+         (inf, 4.0, inf, inf, False, "shape (1, 2, 3, 3), reference (1, 2, 3, 4)")),
+    ]
+    for ours, r, key, expected in cases:
+        srn = judge_row(1, "enc1_1", "conv", ours, r, key)
+        tap = port.Row.judge(ours, r, key, name="net/conv", module="conv")
+        assert (srn.level, srn.layer, srn.op, tap.name, tap.module) == (
+            1, "enc1_1", "conv", "net/conv", "conv")
+        got = {k: getattr(srn, k) for k in JUDGED}
+        assert got == {k: getattr(tap, k) for k in JUDGED}
+        assert got["shape"] == (1, 2, 3, 4) and got["tolerance"] == key
+        assert (got["max_abs_err"], got["max_abs_ref"], got["max_rel_err"],
+                got["mean_abs_err"]) == pytest.approx(expected[:4], rel=1e-6)
+        assert (got["passed"], got["note"]) == expected[4:]
+
+
+def test_the_json_of_a_comparison_keeps_its_keys():
+    """SRN's rows and diagnosis are the toolkit's types; `diff --json` has the keys it had
+    (the diagnosis without the toolkit's module, which SRN does not name)."""
+    from srn_port import port
+    from srn_port.parity import Comparison
+    from srn_port.parity.compare import judge_row
+
+    ref = torch.ones(1, 1, 2, 2)
+    row = judge_row(0, "enc1_1", "conv", ref * 2, ref, "chained")
+    result = Comparison(mode="chained", reference="r", model="m", emulate=(), levels=(0,),
+                        rows=[row], first_divergence=row,
+                        diagnosis=port.Diagnosis("layer-wrong", "words", evidence=["e"]))
+    data = result.to_dict()
+    assert set(data["rows"][0]) == {"level", "layer", "op", *JUDGED}
+    assert data["first_divergence"] == data["rows"][0]
+    assert data["diagnosis"] == {"cause": "layer-wrong", "summary": "words", "evidence": ["e"]}

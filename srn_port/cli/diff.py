@@ -9,7 +9,6 @@ the table has a row per output it has, judged under 'output'.
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import click
@@ -19,6 +18,7 @@ from .weights_arg import WeightsPath
 from ..core.errors import CheckpointError, SrnPortError
 from ..core.fileio import atomic_write, check_new_file
 from ..core.network import EMULATIONS, N_LEVELS, OUTPUT_NODE
+from .report import _para, format_detail, format_diagnosis, format_divergence, format_table
 
 
 #: --precision choices (srn_port.nn.precision.PRECISIONS, without importing torch at start-up).
@@ -34,7 +34,6 @@ def _cuda_bf16() -> bool:
 #: Exit status of a usage error (click's own usage errors use 2 as well).
 EXIT_USAGE = 2
 EXIT_DIVERGED = 1
-WRAP = 100
 
 
 def _level(ctx, param, value):
@@ -44,57 +43,8 @@ def _level(ctx, param, value):
     return value
 
 
-def _fmt(v: float) -> str:
-    if v is None or v != v:
-        return "-"
-    if v == float("inf"):
-        return "inf"
-    return "0" if v == 0 else f"{v:.2e}"
-
-
-def _para(text: str, indent: str = "") -> str:
-    return textwrap.fill(text, WRAP, initial_indent=indent,
-                         subsequent_indent=" " * len(indent) + "  ")
-
-
-def _shape(shape) -> str:
-    return "x".join(str(s) for s in shape)
-
-
-def format_table(result) -> str:
-    lines = [f"{'level':>5}  {'layer':<15} {'shape':<14} {'max abs':>9} {'max rel':>9} "
-             f"{'mean abs':>9}  {'tolerance (rel)':<19} result"]
-    for r in result.rows:
-        tol = f"{r.tolerance} {r.tolerance_rel:.0e}" if r.tolerance_rel else f"{r.tolerance} 0"
-        lines.append(f"{r.level:>5}  {r.layer:<15} {_shape(r.shape):<14} {_fmt(r.max_abs_err):>9} "
-                     f"{_fmt(r.max_rel_err):>9} {_fmt(r.mean_abs_err):>9}  {tol:<19} "
-                     f"{'pass' if r.passed else 'FAIL'}{'  ' + r.note if r.note else ''}")
-    return "\n".join(lines)
-
-
-def format_detail(d) -> str:
-    b, c, y, x = d.max_at
-    out = [f"layer {d.layer}, level {d.level} ({_shape(d.shape)}, tolerance {d.tolerance}: "
-           f"{'pass' if d.passed else 'FAIL'})",
-           f"  max abs error {_fmt(d.max_abs_err)} (max |ref| {_fmt(d.max_abs_ref)}) at batch {b}, "
-           f"channel {c}, row {y}, column {x}: model {d.ours_at_max:.6g}, reference "
-           f"{d.ref_at_max:.6g}",
-           f"  {'where':<28} {'positions':>9} {'max abs':>9} {'mean abs':>9}"]
-    for s in d.rings + d.sides:
-        out.append(f"  {s.where:<28} {s.positions:>9} {_fmt(s.max_abs_err):>9} "
-                   f"{_fmt(s.mean_abs_err):>9}")
-    out.append(f"  {100 * d.border_error_share:.0f}% of the summed error lies in the outer "
-               f"{len(d.rings) - 1} px, which hold {100 * d.border_position_share:.0f}% of "
-               f"the positions")
-    out.append("  histogram of |error| / max |ref|:")
-    total = max(sum(h.count for h in d.histogram), 1)
-    for h in d.histogram:
-        bar = "#" * round(40 * h.count / total)
-        out.append(f"    {h.label:<16} {h.count:>9}  {bar}")
-    worst = sorted(range(len(d.channel_max_abs_err)), key=lambda i: -d.channel_max_abs_err[i])[:4]
-    out.append("  worst channels: " + ", ".join(f"{i} ({_fmt(d.channel_max_abs_err[i])})"
-                                                for i in worst))
-    return "\n".join(out)
+#: SRN's rows: named by level and layer
+TABLE = ("{level:>5}  {layer:<15} {shape:<14}", {"level": "level", "layer": "layer"}, 19)
 
 
 def format_report(result, weights_path, show_layer: bool) -> str:
@@ -106,7 +56,7 @@ def format_report(result, weights_path, show_layer: bool) -> str:
     if result.emulate:
         out.append(f"emulating: {', '.join(result.emulate)} (naive PyTorch choices, on purpose)")
     out += [f"note:      {n}" for n in result.notes]
-    out += ["", format_table(result), ""]
+    out += ["", format_table(result.rows, *TABLE), ""]
     wd = result.weight_differences
     if wd is not None:
         if wd:
@@ -126,12 +76,9 @@ def format_report(result, weights_path, show_layer: bool) -> str:
                 if result.mode == "outputs" else f"all {n} layer/level rows")
         out.append(f"PASS: {what} within the tolerance table")
     else:
-        out.append(f"FIRST DIVERGENCE: {f.layer} at level {f.level}: max rel error "
-                   f"{_fmt(f.max_rel_err)} > '{f.tolerance}' ({f.tolerance_rel:g})"
-                   f"{'  ' + f.note if f.note else ''}")
+        out.append(format_divergence(f"{f.layer} at level {f.level}", f))
         if result.diagnosis is not None:
-            out.append(_para(f"diagnosis ({result.diagnosis.cause}): {result.diagnosis.summary}"))
-            out += [_para(e, "  - ") for e in result.diagnosis.evidence]
+            out += format_diagnosis(result.diagnosis)
         if not show_layer and result.first_divergence_detail is not None:
             out.append(f"(details: srn-port diff {weights_path} ... --layer {f.layer} "
                        f"--level {f.level})")

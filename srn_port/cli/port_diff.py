@@ -22,7 +22,8 @@ import click
 
 from ..core.errors import SrnPortError
 from ..core.fileio import atomic_write, check_new_file
-from .diff import EXIT_DIVERGED, _fmt, _para, _shape, format_detail
+from .diff import EXIT_DIVERGED
+from .report import _para, format_detail, format_diagnosis, format_divergence, format_table
 
 
 def load_object(spec: str, option: str):
@@ -59,20 +60,10 @@ def _size(text: str):
     return h, w
 
 
-def format_table(result) -> str:
-    width = max([len(r.name) for r in result.rows] + [4])
-    lines = [f"{'tap':<{width}}  {'shape':<16} {'max abs':>9} {'max rel':>9} {'mean abs':>9}  "
-             f"{'tolerance (rel)':<17} result"]
-    for r in result.rows:
-        tol = f"{r.tolerance} {r.tolerance_rel:.0e}" if r.tolerance_rel else f"{r.tolerance} 0"
-        lines.append(f"{r.name:<{width}}  {_shape(r.shape):<16} {_fmt(r.max_abs_err):>9} "
-                     f"{_fmt(r.max_rel_err):>9} {_fmt(r.mean_abs_err):>9}  {tol:<17} "
-                     f"{'pass' if r.passed else 'FAIL'}{'  ' + r.note if r.note else ''}")
-    return "\n".join(lines)
-
-
 def format_report(result, header, details) -> str:
-    out = header + [f"note:      {n}" for n in result.notes] + ["", format_table(result), ""]
+    width = max([len(r.name) for r in result.rows] + [4])
+    table = format_table(result.rows, f"{{name:<{width}}}  {{shape:<16}}", {"name": "tap"}, 17)
+    out = header + [f"note:      {n}" for n in result.notes] + ["", table, ""]
     if result.untapped:
         out.append(_para(f"not compared (no module for these end_points; map them with --tap "
                          f"NAME=MODULE): {', '.join(result.untapped)}"))
@@ -82,14 +73,9 @@ def format_report(result, header, details) -> str:
     if f is None:
         out.append(f"PASS: all {len(result.rows)} taps within the tolerance table")
     else:
-        out.append(f"FIRST DIVERGENCE: {f.name} (module {f.module or 'the model'}): max rel error "
-                   f"{_fmt(f.max_rel_err)} > '{f.tolerance}' ({f.tolerance_rel:g})"
-                   f"{'  ' + f.note if f.note else ''}")
+        out.append(format_divergence(f"{f.name} (module {f.module or 'the model'})", f))
         if result.diagnosis is not None:
-            at = f" at {result.diagnosis.module}" if result.diagnosis.module else ""
-            out.append(_para(f"diagnosis ({result.diagnosis.cause}{at}): "
-                             f"{result.diagnosis.summary}"))
-            out += [_para(e, "  - ") for e in result.diagnosis.evidence]
+            out += format_diagnosis(result.diagnosis)
     return "\n".join(out)
 
 

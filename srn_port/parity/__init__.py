@@ -7,7 +7,8 @@ Pipeline: a :class:`Reference` (golden file or live TF, one level at a time) ->
 An exported ``.onnx``/``.pt2`` file exposes only its level outputs: :func:`compare_outputs`.
 """
 
-from .compare import Comparison, Row, compare, compare_outputs, error_stats
+from ..port.taps import error_stats  # the toolkit's, which judges SRN's rows
+from .compare import Comparison, Row, compare, compare_outputs
 from .detail import LayerDetail, layer_detail, write_heatmap
 from .diagnose import CAUSES, MISTAKES, Diagnosis, WeightDifference, diagnose
 from .golden import (GoldenError, GoldenFile, default_golden_dir, find_golden, list_goldens,

@@ -10,7 +10,6 @@ at a time (one tensor at a time from a golden file) and dropped after use. An ex
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -20,8 +19,8 @@ from ..core.network import N_LEVELS, level_size
 from ..core.errors import SrnPortError
 from ..core.network import OUTPUT_NODE, STATE_NODE, Node, level_graph
 from ..nn.model import SRN
-from ..core.tolerances import TOLERANCES, node_tolerance_keys, within
-from ..port.taps import _finite, error_stats  # the same statistics for any port
+from ..core.tolerances import node_tolerance_keys
+from ..port.taps import Judged, _finite  # judged as any port's rows
 from .detail import LayerDetail, layer_detail
 from ..nn.precision import PRECISIONS, emulate_rounding, numerics
 from .diagnose import (Diagnosis, NodeCase, WeightDifference, diagnose, precision_diagnosis,
@@ -29,22 +28,14 @@ from .diagnose import (Diagnosis, NodeCase, WeightDifference, diagnose, precisio
 from .reference import Reference
 
 
-@dataclass
-class Row:
-    """One node at one level."""
+@dataclass(kw_only=True)
+class Row(Judged):
+    """One node at one level, judged as every port's activations are (the toolkit's
+    :class:`srn_port.port.taps.Judged`: statistics, tolerance, verdict)."""
 
     level: int
     layer: str
     op: str
-    shape: Tuple[int, ...]
-    max_abs_err: float
-    max_abs_ref: float
-    max_rel_err: float  # max_abs_err / max |ref|
-    mean_abs_err: float
-    tolerance: str  # key of TOLERANCES
-    tolerance_rel: float
-    passed: bool
-    note: str = ""
 
 
 @dataclass
@@ -69,6 +60,8 @@ class Comparison:
     def to_dict(self) -> dict:
         """Plain data for JSON (no error maps; infinities as null)."""
         d = asdict(self)
+        if d["diagnosis"] is not None:  # SRN's diagnosis names the node, not a module
+            del d["diagnosis"]["module"]
         for det in d["details"] + [d["first_divergence_detail"] or {}]:
             det.pop("error_map", None)
         d["passed"] = self.passed
@@ -78,14 +71,7 @@ class Comparison:
 def judge_row(level: int, name: str, op: str, ours: torch.Tensor, ref: torch.Tensor,
               key: str) -> Row:
     """The row of one tensor against the reference's, judged by ``TOLERANCES[key]``."""
-    tol = TOLERANCES[key]
-    if tuple(ours.shape) != tuple(ref.shape):
-        return Row(level, name, op, tuple(ref.shape), math.inf, float(ref.abs().max()),
-                   math.inf, math.inf, key, tol.rel, False,
-                   f"shape {tuple(ours.shape)}, reference {tuple(ref.shape)}")
-    err, scale, rel, mean = error_stats(ours, ref)
-    return Row(level, name, op, tuple(ref.shape), err, scale, rel, mean, key, tol.rel,
-               within(err, scale, tol))
+    return Row.judge(ours, ref, key, level=level, layer=name, op=op)
 
 
 def reference_state_dict(reference: Reference):

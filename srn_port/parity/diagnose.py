@@ -30,15 +30,10 @@ from ..nn.ops.conv import Conv2dSame, ConvTranspose2dSame
 from ..nn.ops.padding import same_padding
 from ..core.tolerances import EXACT_OPS, TOLERANCES, within
 from ..nn.precision import UNIT_ROUNDOFF, numerics
-# Ways a converter mangles a correct kernel: the porting toolkit's list, shared
-from ..port.diagnose import WEIGHT_TRANSFORMS
-
-
-@dataclass
-class Diagnosis:
-    cause: str  # a key of CAUSES
-    summary: str  # plain words
-    evidence: List[str] = field(default_factory=list)
+# Ways a converter mangles a correct kernel, the causes' words, and the judging: the porting
+# toolkit's, shared
+from ..port.diagnose import CAUSES as PORT_CAUSES, WEIGHT_TRANSFORMS
+from ..port.taps import Diagnosis, matches, rel_error
 
 
 #: The causes a diagnosis can name, and what each means.
@@ -46,11 +41,12 @@ CAUSES = {
     "stride2-padding": "asymmetric TF 'SAME' padding of a stride-2 (transposed) convolution",
     "resize-sampling": "the bilinear resize's sampling mode",
     "lstm-gates": "ConvLSTM gate order, forget bias or state packing",
-    "weight-layout": "weight layout (kernel axes or channel order) of a correct weight",
-    "weights-differ": "the weights are not the reference checkpoint's",
+    # the toolkit's causes, found here by recomputing the node (and the channels compared)
+    "weight-layout": PORT_CAUSES["weight-layout"] + "; or its channels permuted",
+    "weights-differ": PORT_CAUSES["weights-differ"],
     "round-off": "float32 round-off accumulated along the chain",
     "upstream": "the error came in from earlier levels that were not compared",
-    "layer-wrong": "this layer itself computes something else",
+    "layer-wrong": PORT_CAUSES["layer-wrong"],
     "reference-mismatch": "the reference does not follow from its own checkpoint",
     "reduced-precision": "TF32 or half-precision (fp16/bf16) arithmetic, not a porting error",
 }
@@ -69,20 +65,6 @@ class NodeCase:
     base: SRN  # TF-exact model with the reference's weights (or the model's if unknown)
     precision: str = "fp32"  # the arithmetic the model ran in (srn_port.nn.precision)
     exact: Optional[SRN] = None  # the model under test without reduced-precision emulation
-
-
-def _match(a: torch.Tensor, b: torch.Tensor, key: str = "layer") -> bool:
-    """``a`` reproduces ``b`` within the table's tolerance ``key`` (relative to max |b|)."""
-    if a.shape != b.shape:
-        return False
-    return within(float((a - b).abs().max()), float(b.abs().max()), TOLERANCES[key])
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    if a.shape != b.shape:
-        return float("inf")
-    err, scale = float((a - b).abs().max()), float(b.abs().max())
-    return err / scale if scale > 0 else (0.0 if err == 0 else float("inf"))
 
 
 def _activation(op: str, y: torch.Tensor) -> torch.Tensor:
@@ -432,7 +414,7 @@ def precision_diagnosis(found: Diagnosis, pattern: PrecisionPattern,
                    f"(TF32 convolutions left on: torch.backends.cudnn.conv.fp32_precision = "
                    f"'ieee' switches them off; a model or input cast to fp16/bf16; an "
                    f"autocast context around the call).")
-    return Diagnosis("reduced-precision", summary, evidence)
+    return Diagnosis("reduced-precision", summary, evidence=evidence)
 
 
 # -- the decision -------------------------------------------------------------------------
@@ -449,17 +431,17 @@ def diagnose(case: NodeCase, chained_rel: Optional[float],
     with torch.no_grad():
         ours = _apply(case.model, case, "fp32" if emulated else case.precision)
         correct = case.base.apply_node(node, case.inputs, case.size)
-    iso_rel, correct_rel = _rel(ours, ref), _rel(correct, ref)
+    iso_rel, correct_rel = rel_error(ours, ref), rel_error(correct, ref)
     evidence = [f"isolated (fed the reference's own inputs), the model's {node.name} is off by "
                 f"{iso_rel:.2e} of max |ref| (tolerance '{iso_key}': "
                 f"{TOLERANCES[iso_key].rel:g})",
                 f"srn-port's TF-exact {node.name} with the reference's weights is off by "
                 f"{correct_rel:.2e}"]
-    if case.precision != "fp32" and not _match(ours, ref, iso_key):
+    if case.precision != "fp32" and not matches(ours, ref, iso_key):
         with torch.no_grad():
             exact = _apply(case.exact if case.exact is not None else case.model, case, "fp32")
-        exact_rel = _rel(exact, ref)
-        if _match(exact, ref, iso_key):
+        exact_rel = rel_error(exact, ref)
+        if matches(exact, ref, iso_key):
             evidence.append(f"the model's own {node.name} in IEEE float32 (TF32 off), fed the "
                             f"same inputs, is off by {exact_rel:.2e}")
             return Diagnosis("reduced-precision", (
@@ -469,38 +451,40 @@ def diagnose(case: NodeCase, chained_rel: Optional[float],
                 f"{exact_rel:.1e} in IEEE float32, so the layer is right and the difference "
                 f"is its arithmetic's round-off (unit round-off {UNIT_ROUNDOFF[case.precision]:.1e})"
                 f". Check parity with --precision fp32 (the default; TF32 off); use "
-                f"{case.precision} where an error of this size is acceptable."), evidence)
+                f"{case.precision} where an error of this size is acceptable."),
+                evidence=evidence)
     node_diffs = [d for d in (weight_diffs or ()) if d.param.startswith(_node_params(node))]
-    if _match(ours, ref, iso_key) and unverified_levels:
+    if matches(ours, ref, iso_key) and unverified_levels:
         shown = ", ".join(str(lv) for lv in unverified_levels)
         return Diagnosis("upstream", (
             f"the error comes from upstream: {node.name} is right when fed the reference's own "
             f"inputs (isolated error {iso_rel:.2e} of max |ref|), so its inputs already differ; "
             f"they come from level(s) {shown}, which were run but not compared. Run without "
-            f"--level to find where the divergence starts."), evidence)
-    if _match(ours, ref, iso_key):
+            f"--level to find where the divergence starts."), evidence=evidence)
+    if matches(ours, ref, iso_key):
         chained = "" if chained_rel is None else f" ({chained_rel:.2e})"
         return Diagnosis("round-off", (
             f"round-off accumulation: {node.name} is right when fed the reference's own inputs "
             f"(isolated error {iso_rel:.2e} of max |ref|, within '{iso_key}'), so no single layer "
             f"is wrong; the chained error{chained} grew from float32 round-off in the "
-            f"layers before it. Check the per-layer errors with --isolate."), evidence)
-    if not _match(correct, ref, iso_key) and not node_diffs:
+            f"layers before it. Check the per-layer errors with --isolate."), evidence=evidence)
+    if not matches(correct, ref, iso_key) and not node_diffs:
         known = "" if weight_diffs is not None else " (the reference checkpoint is not available)"
         return Diagnosis("reference-mismatch", (
             f"even srn-port's TF-exact {node.name}, fed the reference's own inputs, does not "
             f"reproduce the reference (off by {correct_rel:.2e}){known}: the reference was not "
             f"computed from these weights, or by a TF that behaves differently. Regenerate the "
-            f"golden, or compare with --tf CHECKPOINT."), evidence)
+            f"golden, or compare with --tf CHECKPOINT."), evidence=evidence)
     with torch.no_grad():
         for mistake in MISTAKES:
             if node.op not in mistake.ops:
                 continue
             for label, out in mistake.variants(case):
-                if _match(out, ours) and not _match(out, ref, iso_key):
+                if matches(out, ours, "layer") and not matches(out, ref, iso_key):
                     evidence.append(f"recomputed with {label}, {node.name} reproduces the model's "
-                                    f"output (off by {_rel(out, ours):.2e} of it)")
-                    return Diagnosis(mistake.cause, mistake.explain(case, label), evidence)
+                                    f"output (off by {rel_error(out, ours):.2e} of it)")
+                    return Diagnosis(mistake.cause, mistake.explain(case, label),
+                                     evidence=evidence)
         perm = (channel_permutation(ours, ref)
                 if node.op in ("conv", "conv_linear", "deconv") else None)
     if perm is not None:
@@ -509,23 +493,24 @@ def diagnose(case: NodeCase, chained_rel: Optional[float],
             f"channel permutation (weight layout): every output channel of the model's "
             f"{node.name} equals another channel of the reference (model channel c = reference "
             f"channel {shown}[c]): its weights' output channels are permuted, e.g. the kernel "
-            f"converted with the wrong axis order."), evidence)
+            f"converted with the wrong axis order."), evidence=evidence)
     if node_diffs and all(d.layout for d in node_diffs):
         listed = "; ".join(d.describe() for d in node_diffs[:6])
         return Diagnosis("weight-layout", (
             f"weight layout: the weights of {node.name} are the reference checkpoint's, "
             f"rearranged: {listed}. A TF kernel [kh, kw, in, out] (conv2d_transpose: "
-            f"[kh, kw, out, in]) becomes PyTorch's by permute(3, 2, 0, 1)."), evidence)
+            f"[kh, kw, out, in]) becomes PyTorch's by permute(3, 2, 0, 1)."), evidence=evidence)
     if node_diffs:
         listed = "; ".join(d.describe() for d in node_diffs[:6])
         return Diagnosis("weights-differ", (
             f"the weights of {node.name} differ from the reference checkpoint: {listed}. "
             f"The layer's code is fine (with the reference's weights it matches to "
-            f"{correct_rel:.1e}); convert the checkpoint again (srn-port convert)."), evidence)
+            f"{correct_rel:.1e}); convert the checkpoint again (srn-port convert)."),
+            evidence=evidence)
     weights = ("are the reference's" if weight_diffs is not None
                else "could not be checked (no reference checkpoint)")
     return Diagnosis("layer-wrong", (
         f"this layer itself is wrong: fed the reference's own inputs, the model's {node.name} is "
         f"off by {iso_rel:.2e} of max |ref| (round-off would be within '{iso_key}'), its weights "
-        f"{weights}, and no known porting mistake reproduces it."), evidence)
+        f"{weights}, and no known porting mistake reproduces it."), evidence=evidence)
 

@@ -22,13 +22,13 @@ from .layers import (AvgPool2d, BatchNorm, Conv2d, ConvTranspose2d, DepthwiseCon
                      FullyConnected, GlobalMean, MaxPool2d, Resize, SlimConv2d, Squeeze)
 from .mapping import (LAYOUTS, TRAINING_STATE, Conversion, Drop, Map, Rename, convert,
                       ema_rules, glob, load, module_path, target_of, tf_leaves)
-from .taps import Diagnosis, Row, Tap, error_stats, taps_for
+from .taps import Diagnosis, Judged, Row, Tap, error_stats, matches, rel_error, taps_for
 
 __all__ = [
     "AvgPool2d", "BatchNorm", "CAUSES", "Conv2d", "ConvTranspose2d", "Conversion",
-    "DepthwiseConv2d", "Diagnosis", "Drop", "FullyConnected", "GlobalMean", "LAYOUTS", "Map",
-    "MaxPool2d", "PortComparison", "Rename", "Resize", "Row", "SlimConv2d", "Squeeze",
+    "DepthwiseConv2d", "Diagnosis", "Drop", "FullyConnected", "GlobalMean", "Judged", "LAYOUTS",
+    "Map", "MaxPool2d", "PortComparison", "Rename", "Resize", "Row", "SlimConv2d", "Squeeze",
     "TRAINING_STATE",
     "Tap", "WEIGHT_TRANSFORMS", "compare", "convert", "diagnose", "ema_rules", "error_stats",
-    "glob", "load", "module_path", "target_of", "taps_for", "tf_leaves",
+    "glob", "load", "matches", "module_path", "rel_error", "target_of", "taps_for", "tf_leaves",
 ]

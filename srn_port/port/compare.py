@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from .diagnose import diagnose
 from .mapping import Conversion
-from .taps import Diagnosis, Row, Tap, _finite, judge, to_nchw, trace
+from .taps import Diagnosis, Row, Tap, _finite, to_nchw, trace
 
 
 @dataclass
@@ -93,7 +93,8 @@ def compare(model: nn.Module, x: torch.Tensor, reference: Mapping[str, np.ndarra
                      and tuple(ours.shape) == tuple(tr.result.shape)
                      and torch.equal(ours, tr.result.detach().float().cpu()))
         ref = to_nchw(reference[name])
-        row = judge(name, tap.module, ours, ref, output_tolerance if is_output else tolerance)
+        row = Row.judge(ours, ref, output_tolerance if is_output else tolerance,
+                        name=name, module=tap.module)
         result.rows.append(row)
         if not row.passed and result.first_divergence is None:
             result.first_divergence = row

@@ -26,7 +26,7 @@ from ..core.tolerances import TOLERANCES
 from ..nn.ops.conv import Conv2dSame
 from ..nn.ops.padding import same_padding
 from . import layers as L
-from .taps import Diagnosis, Tap, error_stats, matches, run_to
+from .taps import Diagnosis, Tap, matches, rel_error, run_to
 from .mapping import Conversion
 
 #: The causes a diagnosis can name, and what each means.
@@ -264,12 +264,6 @@ def _input_shapes(model: nn.Module, x: torch.Tensor, paths: Sequence[str]) -> di
     return shapes
 
 
-def _rel(ours: Optional[torch.Tensor], ref: torch.Tensor) -> float:
-    if ours is None or tuple(ours.shape) != tuple(ref.shape):
-        return float("inf")
-    return error_stats(ours, ref)[2]
-
-
 def _attempt(model: nn.Module, x: torch.Tensor, path: str, feed,
              call: int = 0) -> Optional[torch.Tensor]:
     """:func:`run_to` under a tried fix; a fix the model cannot run with (another size
@@ -287,9 +281,10 @@ def diagnose(model: nn.Module, x: torch.Tensor, tap: Tap, ref: torch.Tensor, key
     ``candidates``: module paths called after the last matching tap, in order; ``feed``:
     the TF activations fed in place of the taps' outputs in an isolated comparison."""
     ours = run_to(model, x, tap.module, feed, tap.call)
-    evidence = [f"{tap.name} ({tap.module or 'the model'}) is off by {_rel(ours, ref):.2e} of "
-                f"max |ref| (tolerance '{key}': {TOLERANCES[key].rel:g}); the modules that ran "
-                f"since the last matching tap: {', '.join(candidates[:12]) or 'none'}"
+    evidence = [f"{tap.name} ({tap.module or 'the model'}) is off by "
+                f"{rel_error(ours, ref):.2e} of max |ref| (tolerance '{key}': "
+                f"{TOLERANCES[key].rel:g}); the modules that ran since the last matching tap: "
+                f"{', '.join(candidates[:12]) or 'none'}"
                 f"{' ...' if len(candidates) > 12 else ''}"]
     if first_tap:
         for cause, label, xv in (
@@ -320,7 +315,7 @@ def diagnose(model: nn.Module, x: torch.Tensor, tap: Tap, ref: torch.Tensor, key
                     out = _attempt(model, x, tap.module, feed, tap.call)
                 if matches(out, ref, key):
                     evidence.append(f"with {path} fixed ({CAUSES[cause]}), {tap.name} matches TF "
-                                    f"(off by {_rel(out, ref):.2e})")
+                                    f"(off by {rel_error(out, ref):.2e})")
                     return Diagnosis(cause, words, path, evidence)
     if conversion is not None:
         changed = []

@@ -35,13 +35,13 @@ def parse_module(spec: str) -> Tuple[str, int]:
     return spec, 0
 
 
-@dataclass
-class Row:
-    """One tap: the module's output against the TF activation."""
+@dataclass(kw_only=True)
+class Judged:
+    """An activation of a port against the reference's, judged by the tolerance table: the
+    statistics and verdict of every comparison's row (:class:`Row` here, SRN's
+    :class:`srn_port.parity.compare.Row`), all made by :meth:`judge`."""
 
-    name: str
-    module: str
-    shape: Tuple[int, ...]
+    shape: Tuple[int, ...]  # the reference's
     max_abs_err: float
     max_abs_ref: float
     max_rel_err: float  # max_abs_err / max |ref|
@@ -51,12 +51,41 @@ class Row:
     passed: bool
     note: str = ""
 
+    @classmethod
+    def judge(cls, ours: Optional[torch.Tensor], ref: torch.Tensor, key: str, **names):
+        """``ours`` against ``ref`` under ``TOLERANCES[key]`` (``max |ours - ref| <= rel *
+        max |ref|``), as a ``cls`` whose own fields (the row's names) are ``names``. ``ours``
+        None (the module never ran) or of another shape fails, with a note."""
+        tol = TOLERANCES[key]
+        if ours is None or tuple(ours.shape) != tuple(ref.shape):
+            note = ("the module never ran" if ours is None
+                    else f"shape {tuple(ours.shape)}, reference {tuple(ref.shape)}")
+            scale = float(ref.abs().max()) if ref.numel() else 0.0
+            return cls(shape=tuple(ref.shape), max_abs_err=math.inf, max_abs_ref=scale,
+                       max_rel_err=math.inf, mean_abs_err=math.inf, tolerance=key,
+                       tolerance_rel=tol.rel, passed=False, note=note, **names)
+        err, scale, rel, mean = error_stats(ours, ref)
+        return cls(shape=tuple(ref.shape), max_abs_err=err, max_abs_ref=scale, max_rel_err=rel,
+                   mean_abs_err=mean, tolerance=key, tolerance_rel=tol.rel,
+                   passed=within(err, scale, tol), **names)
+
+
+@dataclass(kw_only=True)
+class Row(Judged):
+    """One tap: the module's output against the TF activation."""
+
+    name: str
+    module: str
+
 
 @dataclass
 class Diagnosis:
-    cause: str  # a key of srn_port.port.diagnose.CAUSES
+    """Why a first divergence diverges, as the toolkit's diagnosis
+    (:func:`srn_port.port.diagnose.diagnose`) and SRN's (``srn_port.parity``) name it."""
+
+    cause: str  # a key of srn_port.port.diagnose.CAUSES (or of SRN's own table)
     summary: str  # plain words
-    module: str = ""  # the module found at fault ("" none)
+    module: str = ""  # the module found at fault ("" none named)
     evidence: List[str] = field(default_factory=list)
 
 
@@ -86,6 +115,13 @@ def matches(ours: Optional[torch.Tensor], ref: torch.Tensor, key: str) -> bool:
         return False
     err, scale, _, _ = error_stats(ours, ref)
     return within(err, scale, TOLERANCES[key])
+
+
+def rel_error(ours: Optional[torch.Tensor], ref: torch.Tensor) -> float:
+    """max |ours - ref| / max |ref| (inf where ``ours`` is None or of another shape)."""
+    if ours is None or tuple(ours.shape) != tuple(ref.shape):
+        return math.inf
+    return error_stats(ours, ref)[2]
 
 
 def to_nchw(array) -> torch.Tensor:
@@ -232,18 +268,3 @@ def trace(model: nn.Module, x: torch.Tensor, taps: Sequence[Tap], feed=None) -> 
         for h in handles:
             h.remove()
     return Trace(outputs, fired, order, tap_at, result)
-
-
-def judge(name: str, module: str, ours: Optional[torch.Tensor], ref: torch.Tensor,
-          key: str) -> Row:
-    tol = TOLERANCES[key]
-    if ours is None:
-        return Row(name, module, tuple(ref.shape), math.inf, float(ref.abs().max()), math.inf,
-                   math.inf, key, tol.rel, False, "the module never ran")
-    if tuple(ours.shape) != tuple(ref.shape):
-        return Row(name, module, tuple(ref.shape), math.inf, float(ref.abs().max()), math.inf,
-                   math.inf, key, tol.rel, False,
-                   f"shape {tuple(ours.shape)}, reference {tuple(ref.shape)}")
-    err, scale, rel, mean = error_stats(ours, ref)
-    return Row(name, module, tuple(ref.shape), err, scale, rel, mean, key, tol.rel,
-               within(err, scale, tol))
