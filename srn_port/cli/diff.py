@@ -8,7 +8,6 @@ the table has a row per output it has, judged under 'output'.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -16,9 +15,9 @@ import click
 from .weights_arg import WeightsPath
 
 from ..core.errors import CheckpointError, SrnPortError
-from ..core.fileio import atomic_write, check_new_file
+from ..core.fileio import check_new_file
 from ..core.network import EMULATIONS, N_LEVELS, OUTPUT_NODE
-from .report import _para, format_detail, format_diagnosis, format_divergence, format_table
+from .report import _para, format_detail, format_outcome, format_table, write_json
 
 
 #: --precision choices (srn_port.nn.precision.PRECISIONS, without importing torch at start-up).
@@ -69,16 +68,12 @@ def format_report(result, weights_path, show_layer: bool) -> str:
     if show_layer:
         for d in result.details:
             out += [format_detail(d), ""]
+    n = len(result.rows)
+    what = (f"{'the' if n == 1 else f'all {n}'} level output{'s' * (n != 1)}"
+            if result.mode == "outputs" else f"all {n} layer/level rows")
+    out += format_outcome(result, what, lambda f: f"{f.layer} at level {f.level}")
     f = result.first_divergence
-    if f is None:
-        n = len(result.rows)
-        what = (f"{'the' if n == 1 else f'all {n}'} level output{'s' * (n != 1)}"
-                if result.mode == "outputs" else f"all {n} layer/level rows")
-        out.append(f"PASS: {what} within the tolerance table")
-    else:
-        out.append(format_divergence(f"{f.layer} at level {f.level}", f))
-        if result.diagnosis is not None:
-            out += format_diagnosis(result.diagnosis)
+    if f is not None:
         if not show_layer and result.first_divergence_detail is not None:
             out.append(f"(details: srn-port diff {weights_path} ... --layer {f.layer} "
                        f"--level {f.level})")
@@ -202,14 +197,7 @@ def _run(weights, golden, tf_ckpt, image, size, seed, layer, level, isolate, emu
             write_heatmap(pick, heatmap)
             result.notes.append(f"heatmap of {pick.layer} at level {pick.level} written to "
                                 f"{heatmap}")
-    data = result.to_dict()
-    if json_out == "-":
-        click.echo(json.dumps(data, indent=1))
-    else:
-        if json_out is not None:
-            text = json.dumps(data, indent=1)
-            atomic_write(Path(json_out), lambda tmp: Path(tmp).write_text(text))
-            result.notes.append(f"JSON written to {json_out}")
+    if not write_json(result.to_dict(), json_out, result.notes):
         click.echo(format_report(result, weights, show_layer=layer is not None))
     return result
 

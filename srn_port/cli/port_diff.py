@@ -13,7 +13,6 @@ error.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -21,9 +20,9 @@ from pathlib import Path
 import click
 
 from ..core.errors import SrnPortError
-from ..core.fileio import atomic_write, check_new_file
+from ..core.fileio import check_new_file
 from .diff import EXIT_DIVERGED
-from .report import _para, format_detail, format_diagnosis, format_divergence, format_table
+from .report import _para, format_detail, format_outcome, format_table, write_json
 
 
 def load_object(spec: str, option: str):
@@ -69,13 +68,8 @@ def format_report(result, header, details) -> str:
                          f"NAME=MODULE): {', '.join(result.untapped)}"))
     for d in details:  # (one comparison: no levels)
         out += [format_detail(d).replace(f", level {d.level} (", " (", 1), ""]
-    f = result.first_divergence
-    if f is None:
-        out.append(f"PASS: all {len(result.rows)} taps within the tolerance table")
-    else:
-        out.append(format_divergence(f"{f.name} (module {f.module or 'the model'})", f))
-        if result.diagnosis is not None:
-            out += format_diagnosis(result.diagnosis)
+    out += format_outcome(result, f"all {len(result.rows)} taps",
+                          lambda f: f"{f.name} (module {f.module or 'the model'})")
     return "\n".join(out)
 
 
@@ -156,13 +150,8 @@ def _run(tf_builder, checkpoint, torch_spec, rules_spec, tap_specs, size, batch,
             "input": {"shape": [batch, h, w, channels], "seed": seed, "range": [0, 1]},
             "variables_mapped": len(conversion.mapped),
             "variables_dropped": conversion.dropped, **result.to_dict()}
-    if json_out == "-":
-        click.echo(json.dumps(data, indent=1))
+    if write_json(data, json_out, result.notes):
         return result
-    if json_out is not None:
-        text = json.dumps(data, indent=1)
-        atomic_write(Path(json_out), lambda tmp: Path(tmp).write_text(text))
-        result.notes.append(f"JSON written to {json_out}")
     header = [f"reference: TF graph of {tf_builder} restored from {prefix}",
               f"model:     {torch_spec} ({len(conversion.mapped)} variables mapped, "
               f"{len(conversion.dropped)} dropped by rule)",

@@ -5,8 +5,14 @@ and a layer, a port's a tap)."""
 
 from __future__ import annotations
 
+import json
 import textwrap
-from typing import List, Mapping, Sequence
+from pathlib import Path
+from typing import Callable, List, Mapping, Optional, Sequence
+
+import click
+
+from ..core.fileio import atomic_write
 
 WRAP = 100
 
@@ -46,17 +52,34 @@ def format_table(rows: Sequence, lead: str, headers: Mapping[str, str],
     return "\n".join(lines)
 
 
-def format_divergence(where: str, row) -> str:
-    """The first divergent row, ``where`` naming it."""
-    return (f"FIRST DIVERGENCE: {where}: max rel error {_fmt(row.max_rel_err)} > "
-            f"'{row.tolerance}' ({row.tolerance_rel:g}){'  ' + row.note if row.note else ''}")
+def format_outcome(result, passed: str, where: Callable[[object], str]) -> List[str]:
+    """``PASS: {passed} within the tolerance table``, or the first divergence (named by
+    ``where(row)``) and its diagnosis (:class:`srn_port.port.taps.Diagnosis`; its module,
+    where it names one)."""
+    f = result.first_divergence
+    if f is None:
+        return [f"PASS: {passed} within the tolerance table"]
+    out = [f"FIRST DIVERGENCE: {where(f)}: max rel error {_fmt(f.max_rel_err)} > "
+           f"'{f.tolerance}' ({f.tolerance_rel:g}){'  ' + f.note if f.note else ''}"]
+    d = result.diagnosis
+    if d is not None:
+        at = f" at {d.module}" if d.module else ""
+        out.append(_para(f"diagnosis ({d.cause}{at}): {d.summary}"))
+        out += [_para(e, "  - ") for e in d.evidence]
+    return out
 
 
-def format_diagnosis(diagnosis) -> List[str]:
-    """A :class:`srn_port.port.taps.Diagnosis`: its cause (and module), words and evidence."""
-    at = f" at {diagnosis.module}" if diagnosis.module else ""
-    return ([_para(f"diagnosis ({diagnosis.cause}{at}): {diagnosis.summary}")]
-            + [_para(e, "  - ") for e in diagnosis.evidence])
+def write_json(data: dict, json_out: Optional[str], notes: List[str]) -> bool:
+    """``--json``: ``-`` prints ``data`` instead of the table (True); a file name writes it
+    there (atomically; said in ``notes``)."""
+    if json_out == "-":
+        click.echo(json.dumps(data, indent=1))
+        return True
+    if json_out is not None:
+        text = json.dumps(data, indent=1)
+        atomic_write(Path(json_out), lambda tmp: Path(tmp).write_text(text))
+        notes.append(f"JSON written to {json_out}")
+    return False
 
 
 def format_detail(d) -> str:

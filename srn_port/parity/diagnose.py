@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -30,9 +29,9 @@ from ..nn.ops.conv import Conv2dSame, ConvTranspose2dSame
 from ..nn.ops.padding import same_padding
 from ..core.tolerances import EXACT_OPS, TOLERANCES, within
 from ..nn.precision import UNIT_ROUNDOFF, numerics
-# Ways a converter mangles a correct kernel, the causes' words, and the judging: the porting
-# toolkit's, shared
-from ..port.diagnose import CAUSES as PORT_CAUSES, WEIGHT_TRANSFORMS
+# Ways a converter mangles a correct kernel, the causes' words, swapping a module in, and the
+# judging: the porting toolkit's, shared
+from ..port.diagnose import CAUSES as PORT_CAUSES, WEIGHT_TRANSFORMS, swapped
 from ..port.taps import Diagnosis, matches, rel_error
 
 
@@ -69,16 +68,6 @@ class NodeCase:
 
 def _activation(op: str, y: torch.Tensor) -> torch.Tensor:
     return F.relu(y) if op in ("conv", "deconv") else y
-
-
-@contextmanager
-def _swapped(net: SRN, name: str, module):
-    old = getattr(net, name)
-    setattr(net, name, module)
-    try:
-        yield net
-    finally:
-        setattr(net, name, old)
 
 
 # -- the known mistakes -------------------------------------------------------------------
@@ -199,7 +188,7 @@ def _layout_variants(case: NodeCase) -> Variants:
                         p.copy_(q)
                         changed = True
         if changed:
-            with _swapped(case.base, name, mangled):
+            with swapped(case.base, name, mangled):
                 yield label, case.base.apply_node(case.node, case.inputs, case.size)
 
 
