@@ -1,7 +1,7 @@
 """The printed comparison of ``srn-port diff`` and ``srn-port port-diff``: one table of
-judged rows (:class:`srn_port.port.taps.Judged`), one layer detail, one first-divergence
-line and one diagnosis, each command naming its rows with its own columns (SRN's a level
-and a layer, a port's a tap)."""
+judged rows (:class:`srn_port.port.taps.Judged`), one layer detail, one outcome (PASS, or
+the first divergence and its diagnosis) and one ``--json`` writer, each command naming its
+rows with its own columns (SRN's a level and a layer, a port's a tap)."""
 
 from __future__ import annotations
 
