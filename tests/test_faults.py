@@ -35,36 +35,18 @@ from srn_port.core.folderlock import LOCK_NAME
 from srn_port.core.network import SRNConfig
 from srn_port.data.images import encode_image
 
+from _disk import CHILD, mount_tmpfs, umount
 from _srn_ckpt import write_srn_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 GOLDEN_CKPT = REPO / "golden" / "ckpt" / "color"
 CAUSE = {"tmpfs": "no space is left on the disk", "rlimit": "past the largest file"}
-#: The child of the RLIMIT_FSIZE fallback: the limit, then the srn-port arguments.
-CHILD = ("import resource, signal, sys\n"
-         "if int(sys.argv[1]) >= 0:\n"
-         "    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-         "    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]\n"
-         "    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), hard))\n"
-         "from srn_port.cli import main\n"
-         "sys.exit(main(sys.argv[2:]))\n")
 
 
 def errors(text: str) -> int:
     """How many 'Error: ' paragraphs the output holds (not counting 'RuntimeError: ')."""
     return len(re.findall(r"(?<![A-Za-z])Error: ", text))
-
-
-def _mount(folder: Path, options: str) -> bool:
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-                         capture_output=True)
-    return res.returncode == 0 and os.path.ismount(folder)
-
-
-def _umount(folder: Path) -> None:
-    if os.path.ismount(folder):
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 class Disk:
@@ -135,8 +117,8 @@ def _can_mount() -> bool:
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
-        ok = _mount(Path(folder), "size=64k")
-        _umount(Path(folder))
+        ok = mount_tmpfs(Path(folder), "size=64k")
+        umount(Path(folder))
     return ok
 
 
@@ -147,12 +129,12 @@ def disk(request, tmp_path):
     path = tmp_path / "disk"
     path.mkdir()
     if getattr(request, "param", "tmpfs") == "tmpfs":
-        if not _mount(path, "size=1m"):
+        if not mount_tmpfs(path, "size=1m"):
             pytest.skip("cannot mount a tmpfs here (needs root); the RLIMIT_FSIZE variant runs")
         try:
             yield Disk(path, "tmpfs")
         finally:
-            _umount(path)
+            umount(path)
     else:
         yield Disk(path, "rlimit")
 
@@ -287,7 +269,7 @@ def read_only(tmp_path):
     Yields (Disk, what the error must say)."""
     path = tmp_path / "ro"
     path.mkdir()
-    if _mount(path, "size=1m"):
+    if mount_tmpfs(path, "size=1m"):
         disk = Disk(path, "tmpfs")
 
         def seal():
@@ -297,7 +279,7 @@ def read_only(tmp_path):
         try:
             yield disk, seal
         finally:
-            _umount(path)
+            umount(path)
     elif os.geteuid() != 0:
         def seal():
             for p in [path, *path.rglob("*")]:
@@ -347,7 +329,7 @@ def test_training_on_a_disk_that_fills_up_keeps_its_last_state(tmp_path):
     # room for one save (state, weights, log) and half of a second state: the second save
     # needs its new temporary beside the old file, so it meets a full disk
     room = sizes["train_state.pt"] * 3 // 2 + sizes["model.safetensors"] + 64 * 1024
-    if not _mount(path, f"size={room // 4096 * 4096 + 4096}"):
+    if not mount_tmpfs(path, f"size={room // 4096 * 4096 + 4096}"):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         out = path / "run"
@@ -363,13 +345,13 @@ def test_training_on_a_disk_that_fills_up_keeps_its_last_state(tmp_path):
         _, meta = load_weights(out / "model.safetensors")
         assert int(meta["step"]) in (state["step"], state["step"] - 1)
     finally:
-        _umount(path)
+        umount(path)
 
 
 def test_appended_log_line_is_undone_on_a_full_disk(tmp_path):
     path = tmp_path / "disk"
     path.mkdir()
-    if not _mount(path, "size=64k"):
+    if not mount_tmpfs(path, "size=64k"):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         log = path / "log.jsonl"
@@ -381,7 +363,7 @@ def test_appended_log_line_is_undone_on_a_full_disk(tmp_path):
             append_line(log, big)
         assert log.read_text() == '{"step": 1}\n'
     finally:
-        _umount(path)
+        umount(path)
 
 
 # -- one run per output folder -----------------------------------------------------------------

@@ -24,6 +24,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from _disk import CHILD, mount_tmpfs, umount
 from conftest import REPO
 from srn_port.api.weights import load_model
 from srn_port.cli import cli
@@ -395,15 +396,6 @@ def test_torch_hub_load_local(folder, cached):
 
 # -- faults, as they happen ------------------------------------------------------------
 
-CHILD = ("import resource, signal, sys\n"
-         "if int(sys.argv[1]) >= 0:\n"
-         "    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-         "    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]\n"
-         "    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), hard))\n"
-         "from srn_port.cli import main\n"
-         "sys.exit(main(sys.argv[2:]))\n")
-
-
 def _srn_port(*args, limit=-1, env=None, **kw):
     return subprocess.run([sys.executable, "-c", CHILD, str(limit), *map(str, args)],
                           capture_output=True, text=True, cwd=REPO, env=env, **kw)
@@ -422,12 +414,12 @@ def small_disk(request, tmp_path):
     path = tmp_path / "disk"
     path.mkdir()
     if request.param == "tmpfs":
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(path)],
-                             capture_output=True)
-        if res.returncode or not os.path.ismount(path):
+        if not mount_tmpfs(path, "size=700k"):
             pytest.skip("cannot mount a tmpfs here (needs root); the RLIMIT_FSIZE variant runs")
-        yield path, -1
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+        try:
+            yield path, -1
+        finally:
+            umount(path)
     else:
         yield path, 100_000
 
