@@ -35,7 +35,8 @@ from .. import __version__
 from .errors import FileWriteError, ModelFileError, SrnPortError
 from .fileio import _fsync_folder, _pid_alive, regular_file_size, write_failure
 from .network import VARIANTS, SRNConfig
-from .weightfile import FORMAT, FORMAT_VERSION, check_shapes, parse_safetensors_metadata
+from .weightfile import (FORMAT, FORMAT_VERSION, check_shapes, open_safetensors,
+                         read_header)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -195,16 +196,8 @@ def check_folder(folder) -> Tuple[Path, SRNConfig]:
     declared = read_config(folder)
     config = SRNConfig(variant=declared["variant"], width=declared["width"])
     regular_file_size(weights, "model weights")
-    from safetensors import safe_open
-
-    try:
-        f = safe_open(str(weights), framework="numpy")
-    except Exception as exc:
-        raise ModelFileError(f"Cannot read '{weights}' as a safetensors file ({exc}). The "
-                             f"folder is damaged; write it again.") from None
-    with f:
-        meta = parse_safetensors_metadata(f.metadata(), weights)
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    with open_safetensors(weights, "The folder is damaged; write it again.") as f:
+        meta, shapes = read_header(f, weights)
     claimed = (meta.get("variant"), meta.get("width"))
     if claimed != (config.variant, config.width):
         raise ModelFileError(

@@ -139,22 +139,32 @@ def check_shapes(shapes: Mapping[str, Tuple[int, ...]], config: SRNConfig, path)
             f"convert the checkpoint again.")
 
 
+def open_safetensors(path, advice: str):
+    """``safe_open`` on ``path`` (numpy), or a ModelFileError that ends with ``advice``."""
+    from safetensors import safe_open
+
+    try:
+        return safe_open(str(path), framework="numpy")
+    except Exception as exc:
+        raise ModelFileError(f"Cannot read '{path}' as a safetensors file ({exc}). "
+                             f"{advice}") from None
+
+
+def read_header(f, path) -> Tuple[dict, Dict[str, Tuple[int, ...]]]:
+    """(srn-port metadata, tensor name -> shape) of an open safetensors file, from its
+    header alone (no tensor data is read)."""
+    meta = parse_safetensors_metadata(f.metadata(), path)
+    return meta, {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
 def load_safetensors(path) -> tuple:
     """(arrays, metadata) of an srn-port ``.safetensors`` file, checked against the variant
     and width its metadata claims; no torch."""
-    from safetensors import safe_open
-
     path = Path(path)
-    try:
-        f = safe_open(str(path), framework="numpy")
-    except Exception as exc:
-        raise ModelFileError(f"Cannot read '{path}' as a safetensors file ({exc}). "
-                             f"{NOT_SRN_PORT}") from None
-    with f:
-        meta = parse_safetensors_metadata(f.metadata(), path)
+    with open_safetensors(path, NOT_SRN_PORT) as f:
+        meta, shapes = read_header(f, path)
         config = config_from_metadata(meta, path)
-        # shapes from the header: checked before any tensor is read
-        check_shapes({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, config, path)
+        check_shapes(shapes, config, path)  # from the header: before any tensor is read
         try:
             arrays = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as exc:
