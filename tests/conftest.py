@@ -64,3 +64,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(params=["pyav", "opencv"])
+def backend(request, monkeypatch):
+    """Each video backend in turn (SRN_PORT_VIDEO_BACKEND); PyAV's runs are skipped without
+    it (the video extra)."""
+    if request.param == "pyav":
+        pytest.importorskip("av")
+    monkeypatch.setenv("SRN_PORT_VIDEO_BACKEND", request.param)
+    return request.param

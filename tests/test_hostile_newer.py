@@ -67,15 +67,6 @@ def weights(tmp_path_factory, ckpt_dir):
 
 # -- 1. videos: damaged, truncated, frames claiming huge sizes; 12. absurd frame rates ----
 
-@pytest.fixture(params=["pyav", "opencv"])
-def backend(request, monkeypatch):
-    """Each video backend in turn (SRN_PORT_VIDEO_BACKEND); PyAV's skipped without it."""
-    if request.param == "pyav":
-        pytest.importorskip("av")
-    monkeypatch.setenv("SRN_PORT_VIDEO_BACKEND", request.param)
-    return request.param
-
-
 def mjpg_avi(path: Path, frames: int = 10, size=(48, 64), fps: float = 10.0) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size[::-1])
     assert writer.isOpened()

@@ -49,15 +49,6 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-@pytest.fixture(params=["pyav", "opencv"])
-def backend(request, monkeypatch):
-    """Each backend in turn (SRN_PORT_VIDEO_BACKEND); PyAV's runs are skipped without it."""
-    if request.param == "pyav":
-        pytest.importorskip("av")
-    monkeypatch.setenv("SRN_PORT_VIDEO_BACKEND", request.param)
-    return request.param
-
-
 @pytest.mark.parametrize("ext,fourcc", [(".mp4", "mp4v"), (".avi", "MJPG")])
 def test_a_video_is_deblurred_frame_by_frame(tmp_path, weights, ext, fourcc, backend):
     clip = make_clip(tmp_path / f"clip{ext}", fourcc=fourcc)
